@@ -1,0 +1,5 @@
+"""The experiments `kexue` can run for `mwp`."""
+
+from shared.experiment import Experiment
+
+EXPERIMENTS: dict[str, Experiment] = {}

@@ -1,0 +1,115 @@
+"""The experiment contract: what a package registers and what a run receives.
+
+A package's `experiments.py` fills `EXPERIMENTS: dict[str, Experiment]`; `shared.cli` collects those
+dicts explicitly (no string imports). A run is `experiment.run(config, ctx) -> metrics`, where `config`
+is a frozen dataclass (one of `experiment.presets`, possibly with `--config.key value` overrides) and
+`ctx` is the `RunContext` below. The CLI writes `config.json`, `metrics.json`, `report.md` and the
+index; the run only fills the report and returns its JSON-able metrics.
+
+Example:
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Config:
+    ...     steps: int = 100
+    >>> def run(config: Config, ctx: RunContext) -> dict:
+    ...     ctx.report.text(f"trained for {config.steps} steps")
+    ...     return {"accuracy": 1.0}
+    >>> EXPERIMENTS = {"demo": Experiment("pkg.demo", run, {"quick": Config(), "full": Config(10_000)},
+    ...                                    "what the demo shows")}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import tqdm
+
+from shared.report import Report
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class RunContext:
+    """Everything a run may touch outside its pure math.
+
+    Attributes:
+      out_dir: `reports/<package>/<experiment>/` (or `--out`); the run may write files here.
+      report: the `Report` that becomes `report.md`.
+      resume: whether `--resume` was given: restore the newest good checkpoint under
+        `checkpoint_dir` if there is one, start fresh (and say so) otherwise.
+      preset: the preset the config came from (`quick` or `full`).
+    """
+
+    out_dir: pathlib.Path
+    report: Report
+    resume: bool = False
+    preset: str = "quick"
+    _writer: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def checkpoint_dir(self) -> pathlib.Path:
+        return self.out_dir / "checkpoints"
+
+    @property
+    def writer(self):
+        """A TensorBoard `SummaryWriter` logging under `out_dir/tensorboard`, made on first use."""
+        if self._writer is None:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        return self._writer
+
+    def log_scalars(self, step: int, metrics: Mapping[str, float], prefix: str = "") -> None:
+        """Writes host-side scalars to TensorBoard (call only at logging points, never per step)."""
+        for key, value in metrics.items():
+            self.writer.add_scalar(f"{prefix}{key}", float(value), int(step))
+
+    def progress(self, iterable: Iterable[T] | None = None, *, total: int | None = None,
+                 desc: str = "", initial: int = 0) -> tqdm.tqdm:
+        """A tqdm bar (shows ETA; callers `set_postfix(loss=...)` at logging points)."""
+        return tqdm.tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True,
+                         mininterval=1.0, leave=False)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A runnable experiment.
+
+    Attributes:
+      name: `"<package>.<experiment>"`, e.g. `"longtail.synthetic"`; reports go to
+        `reports/<package>/<experiment>/`.
+      run: `run(config, ctx) -> metrics` (a JSON-able dict).
+      presets: frozen dataclass configs by preset name; must hold `"quick"` (embedded data, CPU
+        minutes) and should hold `"full"` (the paper's scale).
+      description: one line for `kexue list` and the reports index.
+      reproduce: whether `kexue reproduce` runs it.
+    """
+
+    name: str
+    run: Callable[[Any, RunContext], dict]
+    presets: Mapping[str, Any]
+    description: str
+    reproduce: bool = True
+
+    def __post_init__(self):
+        if "quick" not in self.presets:
+            raise ValueError(f"experiment {self.name!r}: presets must include 'quick'")
+        for preset, config in self.presets.items():
+            if not dataclasses.is_dataclass(config):
+                raise TypeError(f"experiment {self.name!r}: preset {preset!r} is not a dataclass")
+
+    @property
+    def package(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split(".", 1)[1]
