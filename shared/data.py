@@ -1,0 +1,190 @@
+"""Input pipelines: TFDS array_record sources and embedded data, batched by grain with resumable state.
+
+Real data goes through `tfds.data_source` (datasets built with `file_format=array_record`; no
+TensorFlow needed at read time). Embedded data needs no download: scikit-learn's digits and the
+packages' synthetic generators. Either kind becomes a `grain.MapDataset` that is shuffled (a new
+permutation per epoch), sharded per process, batched and repeated; its iterator's `get_state()` is
+saved with every checkpoint so a resumed run sees exactly the batches it would have seen.
+
+Multi-host: each process builds the same pipeline with `process_index=jax.process_index()` and
+`process_count=jax.process_count()` and so reads only its share (every `process_count`-th example
+of the global shuffled order); `shared.train.shard_batch` assembles the global batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+Example = dict[str, np.ndarray]
+
+
+# --------------------------------------------------------------------------------------- sources
+class ArraySource(Sequence):
+    """A random-access source over a dict of equally long arrays; item i is `{k: v[i]}`."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]):
+        lengths = {k: len(v) for k, v in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"ArraySource: arrays have different lengths {lengths}")
+        self._arrays = dict(arrays)
+        self._len = next(iter(lengths.values()))
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> Example:
+        return {k: v[index] for k, v in self._arrays.items()}
+
+
+def tfds_source(name: str, split: str, data_dir: str | None = None):
+    """`tfds.data_source(name, split=split, data_dir=data_dir)`: random access to an array_record build.
+
+    The dataset must have been prepared with `file_format="array_record"`, e.g.
+    `tfds build cifar10 --file_format=array_record --data_dir DIR` on a machine with internet.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir)
+    except Exception as error:  # tfds raises several types; name what was asked for
+        raise FileNotFoundError(
+            f"could not open TFDS dataset {name!r} split {split!r} under data_dir={data_dir!r} as an "
+            f"array_record data source ({error}). Build it first with "
+            f"`tfds build {name.split(':')[0]} --file_format=array_record --data_dir <DIR>`.") from error
+
+
+def drop_non_array_fields(example: Mapping[str, Any]) -> Example:
+    """Keeps numeric array fields; drops strings/bytes (e.g. cifar10's `id`) that cannot be batched."""
+    kept = {}
+    for key, value in example.items():
+        array = np.asarray(value)
+        if array.dtype.kind in "biuf":
+            kept[key] = array
+    return kept
+
+
+# ------------------------------------------------------------------------------------- pipelines
+def make_dataset(source: Sequence, *, batch_size: int, seed: int, shuffle: bool = True,
+                 num_epochs: int | None = None, drop_remainder: bool = True,
+                 process_index: int = 0, process_count: int = 1,
+                 transform=None) -> grain.MapDataset:
+    """source -> [drop non-array fields] -> shuffle -> repeat -> per-process shard -> map -> batch.
+
+    Args:
+      source: random-access source of dict examples (`tfds_source(...)` or `ArraySource`).
+      batch_size: the per-process batch size (global batch / process_count).
+      seed: shuffle seed; each epoch gets its own permutation.
+      num_epochs: None repeats forever (index the dataset by step), else that many epochs.
+      process_index, process_count: this process's share of every global batch.
+      transform: optional per-example function applied after the field filter.
+    Returns:
+      A `grain.MapDataset` of batched dict examples; `iter(ds.to_iter_dataset())` has
+      `get_state()` / `set_state()` for checkpointing.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} not in [0, process_count={process_count})")
+    ds = grain.MapDataset.source(source).map(drop_non_array_fields)
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    ds = ds.repeat(num_epochs)
+    if process_count > 1:
+        ds = ds[process_index::process_count]
+    if transform is not None:
+        ds = ds.map(transform)
+    return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def make_iterator(dataset: grain.MapDataset, worker_count: int = 0):
+    """An iterator with `get_state()`/`set_state()`; `worker_count > 0` uses grain worker processes.
+
+    Worker processes need `absl.flags.FLAGS.mark_as_parsed()` in the entry point (`kexue` does it).
+    """
+    iter_ds = dataset.to_iter_dataset()
+    if worker_count > 0:
+        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return iter(iter_ds)
+
+
+def batches_of(arrays: Mapping[str, np.ndarray], batch_size: int, drop_remainder: bool = False):
+    """Deterministic in-order batches of a dict of arrays (evaluation)."""
+    n = len(next(iter(arrays.values())))
+    stop = n - n % batch_size if drop_remainder else n
+    for start in range(0, stop, batch_size):
+        yield {k: v[start:start + batch_size] for k, v in arrays.items()}
+
+
+# ---------------------------------------------------------------------------------- embedded data
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_SPLIT_SEED = 0
+
+
+@functools.lru_cache(maxsize=None)
+def _digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)[..., None]  # [1797, 8, 8, 1] in [0, 1]
+    labels = bunch.target.astype(np.int32)
+    x_tr, x_te, y_tr, y_te = train_test_split(images, labels, test_size=DIGITS_TEST_FRACTION,
+                                              random_state=DIGITS_SPLIT_SEED, stratify=labels)
+    return {"train": (x_tr, y_tr), "test": (x_te, y_te)}
+
+
+def digits(split: str, binarize: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (ships with the package: no download), with a fixed stratified split.
+
+    Args:
+      split: "train" (1,347 examples) or "test" (450), fixed forever (seed 0, 25% test).
+      binarize: threshold the intensities at 0.5 (the binarised view for Bernoulli likelihoods).
+    Returns:
+      images float32 [N, 8, 8, 1] in [0, 1] (or {0, 1}), labels int32 [N] in 0..9.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"digits: split must be 'train' or 'test', got {split!r}")
+    images, labels = _digits_split()[split]
+    if binarize:
+        images = (images >= 0.5).astype(np.float32)
+    return images.copy(), labels.copy()
+
+
+def long_tail_counts(n_max: int, num_classes: int, rho: float) -> np.ndarray:
+    """n_i = floor(n_max * rho^(-i / (L - 1))) for i = 0..L-1 (Cui et al. 2019; Menon et al. 2021)."""
+    if rho < 1:
+        raise ValueError(f"rho (imbalance ratio) must be >= 1, got {rho}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    i = np.arange(num_classes)
+    return np.floor(n_max * rho ** (-i / (num_classes - 1)) + 1e-9).astype(np.int64)
+
+
+def long_tail_subsample(labels: np.ndarray, rho: float, seed: int) -> np.ndarray:
+    """Indices of a long-tailed subset: class i keeps n_i = floor(n_max * rho^(-i/(L-1))) examples.
+
+    Args:
+      labels: int [N] in 0..L-1; n_max is the smallest class count so every n_i is available.
+      rho: imbalance ratio n_0 / n_{L-1} (>= 1).
+      seed: which examples of each class are kept.
+    Returns:
+      Sorted int64 indices into `labels`.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
+    if labels.min() < 0:
+        raise ValueError(f"labels must be >= 0, got min {labels.min()}")
+    num_classes = int(labels.max()) + 1
+    available = np.bincount(labels, minlength=num_classes)
+    if available.min() == 0:
+        raise ValueError(f"labels: class {int(available.argmin())} has no examples")
+    counts = long_tail_counts(int(available.min()), num_classes, rho)
+    rng = np.random.default_rng(seed)
+    keep = [rng.choice(np.flatnonzero(labels == c), size=int(n), replace=False) for c, n in enumerate(counts)]
+    return np.sort(np.concatenate(keep))

@@ -1,0 +1,260 @@
+"""The training harness: train-state pytree, mesh and shardings, the jitted step, evaluation.
+
+The math of a step is a pure function `step(state, batch) -> (state, metrics)` made by `make_step`
+from a loss function and an optax transform; `build_train_step` jits it once with explicit
+in/out shardings on a `("data", "fsdp")` mesh and donates the state. Checkpointing lives in
+`shared.checkpoint`, the loop in `shared.loop`; nothing here touches the host.
+
+Example (a notebook):
+    >>> model = MLP((64, 128, 10), rngs=nnx.Rngs(0))
+    >>> graphdef, state = create_train_state(model, optax.adam(1e-3), jax.random.PRNGKey(0))
+    >>> def xent(model, batch, rng):
+    ...     logits = model(batch["image"])
+    ...     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    ...     return loss, {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}
+    >>> mesh = make_mesh()
+    >>> train_step = build_train_step(nnx_loss(graphdef, xent), optax.adam(1e-3), mesh, state)
+    >>> state = jax.device_put(state, state_sharding(state, mesh))
+    >>> state, metrics = train_step(state, shard_batch(batch, mesh))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from shared.checkpoint import Checkpointer, Restored, abstract_like  # noqa: F401  (the harness API)
+
+PyTree = Any
+Metrics = dict[str, jax.Array]
+# loss_fn(params, model_state, batch, rng) -> (scalar loss, (new model_state, metrics))
+LossFn = Callable[[PyTree, PyTree, PyTree, jax.Array], tuple[jax.Array, tuple[PyTree, Metrics]]]
+
+DATA_AXES = ("data", "fsdp")
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything that changes during training, as one pytree (the graphdef stays outside, static).
+
+    Attributes:
+      step: int32 [], number of steps taken (skipped ones included).
+      params: the model's `nnx.Param` state.
+      opt_state: the optax state.
+      model_state: the model's other state (BatchNorm statistics, power-iteration vectors, ...).
+      rng: uint32 [2], the run's base key; step keys are `fold_in(rng, step)`.
+      skipped: int32 [], steps whose loss or gradient was not finite (update skipped).
+    """
+
+    step: jax.Array
+    params: PyTree
+    opt_state: PyTree
+    model_state: PyTree
+    rng: jax.Array
+    skipped: jax.Array
+
+
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, PyTree, PyTree]:
+    """(graphdef, params, model_state) with params = the `nnx.Param` leaves, model_state = the rest."""
+    return nnx.split(model, nnx.Param, ...)
+
+
+def create_train_state(model: nnx.Module, tx: optax.GradientTransformation,
+                       rng: jax.Array) -> tuple[nnx.GraphDef, TrainState]:
+    """Splits an NNX model into a static graphdef and a `TrainState` with a fresh optimiser state."""
+    graphdef, params, model_state = split_model(model)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                       opt_state=optax.with_extra_args_support(tx).init(params),
+                       model_state=model_state, rng=jnp.asarray(rng, jnp.uint32),
+                       skipped=jnp.zeros((), jnp.int32))
+    return graphdef, state
+
+
+def nnx_loss(graphdef: nnx.GraphDef,
+             fn: Callable[[nnx.Module, PyTree, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]) -> LossFn:
+    """Adapts `fn(model, batch, rng) -> (loss, metrics)` on an NNX module to the pure `LossFn`.
+
+    The model is rebuilt from (graphdef, params, model_state); state it mutates (BatchNorm
+    statistics) is split back out and returned, so the loss stays a pure function of its inputs.
+    """
+
+    def loss_fn(params, model_state, batch, rng):
+        model = nnx.merge(graphdef, params, model_state)
+        loss, metrics = fn(model, batch, rng)
+        new_model_state = nnx.split(model, nnx.Param, ...)[2]
+        return loss, (new_model_state, dict(metrics))
+
+    return loss_fn
+
+
+def tree_all_finite(tree: PyTree) -> jax.Array:
+    """bool []: every floating leaf of `tree` is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def make_step(loss_fn: LossFn, tx: optax.GradientTransformation) -> Callable[[TrainState, PyTree], tuple[TrainState, Metrics]]:
+    """The pure train step: gradient, optimiser update with `value=loss`, non-finite guard.
+
+    If the loss or any gradient is not finite, params, optimiser and model state keep their old
+    values and `skipped` grows by one; the step counter always advances (so data and keys move on).
+    The step key is `fold_in(state.rng, state.step)`. The returned step is unjitted: jit it with
+    `build_train_step`, or vmap it over seeds / hyper-parameters first.
+
+    Metrics: the loss function's metrics plus `loss`, `grad_norm`, `param_norm`, `update_norm`
+    (global L2 norms) and `skipped`.
+    """
+    tx = optax.with_extra_args_support(tx)
+
+    def step(state: TrainState, batch: PyTree) -> tuple[TrainState, Metrics]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, rng)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & tree_all_finite(grads)
+
+        def keep_if_finite(new, old):
+            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+        new_state = state.replace(
+            step=state.step + 1,
+            params=keep_if_finite(params, state.params),
+            opt_state=keep_if_finite(opt_state, state.opt_state),
+            model_state=keep_if_finite(model_state, state.model_state),
+            skipped=state.skipped + (~finite).astype(jnp.int32))
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads),
+                   "param_norm": optax.global_norm(state.params),
+                   "update_norm": optax.global_norm(updates), "skipped": new_state.skipped}
+        return new_state, metrics
+
+    return step
+
+
+# ------------------------------------------------------------------------------------ shardings
+def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
+    """A ("data", "fsdp") mesh over all (global) devices; batches are sharded over both axes.
+
+    Args:
+      fsdp: size of the FSDP axis (parameters sharded over it when `state_sharding(fsdp=True)`);
+        must divide the device count. 1 gives plain data parallelism.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if fsdp < 1 or len(devices) % fsdp:
+        raise ValueError(f"fsdp={fsdp} must be >= 1 and divide the device count {len(devices)}")
+    return jax.make_mesh((len(devices) // fsdp, fsdp), DATA_AXES, devices=devices,
+                         axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def _fsdp_spec(x: jax.Array, fsdp_size: int, min_size: int) -> P:
+    if fsdp_size == 1 or x.ndim == 0 or x.size < min_size:
+        return P()
+    for axis in np.argsort(x.shape)[::-1]:  # the largest dimension that the axis divides
+        if x.shape[axis] % fsdp_size == 0:
+            spec = [None] * x.ndim
+            spec[axis] = "fsdp"
+            return P(*spec)
+    return P()
+
+
+def state_sharding(state: PyTree, mesh: Mesh, fsdp: bool = False, min_size: int = 2 ** 14) -> PyTree:
+    """NamedShardings for a state pytree: replicated, or with large leaves split over "fsdp"."""
+    fsdp_size = mesh.shape["fsdp"] if fsdp else 1
+    return jax.tree.map(lambda x: NamedSharding(mesh, _fsdp_spec(x, fsdp_size, min_size)), state)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """The leading (batch) dimension split over every device of the mesh."""
+    return NamedSharding(mesh, P(DATA_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
+    """Assembles this process's slice of a global batch into global arrays sharded on the batch axis.
+
+    With one process the local batch is the global batch; on a pod every process passes its own
+    share (see `shared.data.make_dataset(process_index=...)`).
+    """
+    sharding = batch_sharding(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def build_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Mesh, state: TrainState,
+                     fsdp: bool = False):
+    """`jax.jit(make_step(loss_fn, tx))` with state and batch shardings and the state donated.
+
+    Returns:
+      step(state, batch) -> (state, metrics); state must be placed with `state_sharding(state, mesh,
+      fsdp)` and the batch with `shard_batch`. Metrics come back replicated.
+    """
+    return jax.jit(make_step(loss_fn, tx),
+                   in_shardings=(state_sharding(state, mesh, fsdp), batch_sharding(mesh)),
+                   out_shardings=(state_sharding(state, mesh, fsdp), replicated(mesh)),
+                   donate_argnums=0)
+
+
+# ----------------------------------------------------------------------------------- evaluation
+# metric_fn(params, model_state, batch) -> dict of per-batch SUMS; batch["weight"] is 1 for real
+# examples and 0 for padding, and must weight every sum; "count" (sum of weights) is added for you.
+MetricFn = Callable[[PyTree, PyTree, PyTree], Mapping[str, jax.Array]]
+
+
+def nnx_metrics(graphdef: nnx.GraphDef,
+                fn: Callable[[nnx.Module, PyTree], Mapping[str, jax.Array]]) -> MetricFn:
+    """Adapts `fn(model, batch) -> sums` to a `MetricFn`; the model is put in eval mode."""
+
+    def metric_fn(params, model_state, batch):
+        model = nnx.merge(graphdef, params, model_state)
+        model.eval()
+        return fn(model, batch)
+
+    return metric_fn
+
+
+def build_eval_step(metric_fn: MetricFn, mesh: Mesh, state: TrainState, fsdp: bool = False):
+    """jit of `(state, batch) -> sums` (with "count"), state and batch sharded like the train step."""
+
+    def eval_step(state, batch):
+        sums = dict(metric_fn(state.params, state.model_state, batch))
+        sums["count"] = batch["weight"].sum()
+        return sums
+
+    return jax.jit(eval_step, in_shardings=(state_sharding(state, mesh, fsdp), batch_sharding(mesh)),
+                   out_shardings=replicated(mesh))
+
+
+def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """Pads every field of a host batch to `size` rows and adds `weight` (1 real, 0 padding)."""
+    n = len(next(iter(batch.values())))
+    if n > size:
+        raise ValueError(f"batch of {n} examples does not fit the evaluation batch size {size}")
+    padded = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+    padded["weight"] = (np.arange(size) < n).astype(np.float32)
+    return padded
+
+
+def evaluate(eval_step, state: TrainState, batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh,
+             batch_size: int) -> dict[str, float]:
+    """Runs `eval_step` over host batches (each padded to `batch_size`) and returns sums / count.
+
+    Sums stay on device until the end; one host transfer per evaluation.
+    """
+    totals = None
+    for batch in batches:
+        sums = eval_step(state, shard_batch(pad_batch(batch, batch_size), mesh))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    if totals is None:
+        raise ValueError("evaluate: no batches")
+    totals = jax.device_get(totals)
+    count = float(totals.pop("count"))
+    return {k: float(v) / count for k, v in totals.items()}
