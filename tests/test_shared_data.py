@@ -1,0 +1,79 @@
+"""Embedded data, the long-tail subsampler and the grain pipeline (sharding, resumable state)."""
+
+import numpy as np
+import pytest
+
+from shared import data
+
+
+def test_digits_fixed_split_and_views():
+    x_tr, y_tr = data.digits("train")
+    x_te, y_te = data.digits("test")
+    assert x_tr.shape == (1347, 8, 8, 1) and x_te.shape == (450, 8, 8, 1)
+    assert x_tr.dtype == np.float32 and y_tr.dtype == np.int32
+    assert 0.0 <= x_tr.min() and x_tr.max() == 1.0
+    np.testing.assert_array_equal(np.bincount(y_te), np.bincount(data.digits("test")[1]))  # deterministic
+    xb, _ = data.digits("train", binarize=True)
+    assert set(np.unique(xb)) == {0.0, 1.0}
+    np.testing.assert_array_equal(xb, (x_tr >= 0.5).astype(np.float32))
+    with pytest.raises(ValueError, match="split"):
+        data.digits("valid")
+
+
+@pytest.mark.parametrize("rho", [1, 10, 100])
+def test_long_tail_counts_follow_the_formula(rho):
+    labels = np.repeat(np.arange(10), 500)
+    idx = data.long_tail_subsample(labels, rho, seed=0)
+    counts = np.bincount(labels[idx], minlength=10)
+    expected = [int(np.floor(500 * rho ** (-i / 9))) for i in range(10)]
+    np.testing.assert_array_equal(counts, expected)
+    assert counts[0] / counts[-1] == pytest.approx(rho, rel=0.02)
+    assert len(np.unique(idx)) == len(idx)
+
+
+def test_long_tail_rejects_bad_rho():
+    with pytest.raises(ValueError, match="rho"):
+        data.long_tail_subsample(np.arange(10), 0.5, seed=0)
+
+
+def test_drop_non_array_fields():
+    kept = data.drop_non_array_fields({"image": np.zeros((2, 2)), "label": 3, "id": b"train_1", "name": "x"})
+    assert set(kept) == {"image", "label"}
+
+
+def test_process_shards_partition_the_global_batches():
+    source = data.ArraySource({"x": np.arange(40), "y": np.arange(40) * 2})
+    full = data.make_dataset(source, batch_size=8, seed=3)
+    parts = [data.make_dataset(source, batch_size=4, seed=3, process_index=i, process_count=2) for i in range(2)]
+    for step in range(12):  # crosses epoch boundaries
+        global_batch = set(full[step]["x"].tolist())
+        assert global_batch == set(parts[0][step]["x"].tolist()) | set(parts[1][step]["x"].tolist())
+    epoch0 = np.concatenate([full[i]["x"] for i in range(5)])
+    epoch1 = np.concatenate([full[i]["x"] for i in range(5, 10)])
+    assert sorted(epoch0) == list(range(40)) and not np.array_equal(epoch0, epoch1)  # reshuffled per epoch
+
+
+def test_iterator_state_resumes_exactly():
+    source = data.ArraySource({"x": np.arange(30)})
+    iterator = data.make_iterator(data.make_dataset(source, batch_size=4, seed=0))
+    for _ in range(5):
+        next(iterator)
+    saved = iterator.get_state()
+    expected = [next(iterator)["x"].tolist() for _ in range(6)]
+    fresh = data.make_iterator(data.make_dataset(source, batch_size=4, seed=0))
+    fresh.set_state(saved)
+    assert [next(fresh)["x"].tolist() for _ in range(6)] == expected
+
+
+def test_tfds_mock_source_through_the_pipeline():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
+        source = data.tfds_source("mnist", "train")
+        batch = data.make_dataset(source, batch_size=4, seed=0)[0]
+    assert batch["image"].shape == (4, 28, 28, 1) and batch["label"].shape == (4,)
+
+
+def test_missing_tfds_dataset_names_itself(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar10"):
+        data.tfds_source("cifar10", "train", data_dir=str(tmp_path))

@@ -1,0 +1,124 @@
+"""The harness's train step: device-count invariance, FSDP, the non-finite guard, single compilation."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from shared import data, train
+from shared.digits_mlp import Config, build, classification_sums, cross_entropy
+from shared.models import MLP
+
+
+def _batch(n=64, seed=0):
+    images, labels = data.digits("train")
+    idx = np.random.default_rng(seed).choice(len(labels), n, replace=False)
+    return {"image": images[idx], "label": labels[idx]}
+
+
+def _two_steps(mesh, fsdp=1):
+    state, train_step, _, _ = build(Config(fsdp=fsdp, hidden=(64, 64)), mesh)
+    losses = []
+    for seed in (0, 1):
+        state, metrics = train_step(state, train.shard_batch(_batch(seed=seed), mesh))
+        losses.append(float(metrics["loss"]))
+    return losses, jax.device_get(state.params)
+
+
+def test_eight_devices_match_one_device(devices):
+    mesh8 = train.make_mesh(devices=devices)
+    mesh1 = train.make_mesh(devices=devices[:1])
+    assert mesh8.size == 8 and mesh1.size == 1
+    losses8, params8 = _two_steps(mesh8)
+    losses1, params1 = _two_steps(mesh1)
+    np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
+    chex.assert_trees_all_close(params8, params1, atol=1e-5, rtol=1e-5)
+
+
+def test_fsdp_mesh_matches_data_parallel(devices):
+    losses_dp, params_dp = _two_steps(train.make_mesh(devices=devices))
+    losses_fsdp, params_fsdp = _two_steps(train.make_mesh(fsdp=2, devices=devices), fsdp=2)
+    np.testing.assert_allclose(losses_dp, losses_fsdp, rtol=1e-5)
+    chex.assert_trees_all_close(params_dp, params_fsdp, atol=1e-5, rtol=1e-5)
+
+
+def test_fsdp_shards_large_leaves(devices):
+    mesh = train.make_mesh(fsdp=4, devices=devices)
+    state = {"big": jnp.zeros((128, 256)), "small": jnp.zeros((3,))}
+    shardings = train.state_sharding(state, mesh, fsdp=True)
+    assert shardings["big"].spec == jax.sharding.PartitionSpec(None, "fsdp")
+    assert shardings["small"].spec == jax.sharding.PartitionSpec()
+
+
+def test_nan_batch_skips_update_and_counts(devices):
+    mesh = train.make_mesh(devices=devices)
+    state, train_step, _, _ = build(Config(hidden=(32,)), mesh)
+    before = jax.device_get(state.params)
+    bad = _batch()
+    bad["image"][3, 2, 2, 0] = np.nan
+    state, metrics = train_step(state, train.shard_batch(bad, mesh))
+    assert int(state.skipped) == 1 and int(metrics["skipped"]) == 1
+    assert int(state.step) == 1
+    chex.assert_trees_all_equal(jax.device_get(state.params), before)
+    state, _ = train_step(state, train.shard_batch(_batch(), mesh))  # a good batch updates again
+    assert int(state.skipped) == 1
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), jax.device_get(state.params), before)
+    assert all(jax.tree.leaves(changed))
+
+
+def test_step_compiles_once(devices):
+    mesh = train.make_mesh(devices=devices)
+    model = MLP((64, 16, 10), rngs=nnx.Rngs(0))
+    tx = optax.sgd(0.1)
+    graphdef, state = train.create_train_state(model, tx, jax.random.PRNGKey(0))
+    state = jax.device_put(state, train.state_sharding(state, mesh))
+    step = chex.assert_max_traces(train.make_step(train.nnx_loss(graphdef, cross_entropy), tx), n=1)
+    jitted = jax.jit(step, donate_argnums=0)
+    for seed in range(3):
+        state, _ = jitted(state, train.shard_batch(_batch(seed=seed), mesh))
+    assert int(state.step) == 3
+
+
+def test_step_metrics_report_norms(devices):
+    mesh = train.make_mesh(devices=devices)
+    state, train_step, _, _ = build(Config(hidden=(32,)), mesh)
+    params = jax.device_get(state.params)
+    _, metrics = train_step(state, train.shard_batch(_batch(), mesh))
+    assert float(metrics["param_norm"]) == pytest.approx(float(optax.global_norm(params)), rel=1e-5)
+    assert float(metrics["grad_norm"]) > 0 and float(metrics["update_norm"]) > 0
+
+
+def test_evaluate_pads_and_weights(devices):
+    mesh = train.make_mesh(devices=devices)
+    state, _, eval_step, _ = build(Config(hidden=(32,)), mesh)
+    images, labels = data.digits("test")
+    result = train.evaluate(eval_step, state, data.batches_of({"image": images, "label": labels}, 64), mesh, 64)
+    graphdef = nnx.graphdef(MLP((64, 32, 10), rngs=nnx.Rngs(0)))
+    model = nnx.merge(graphdef, state.params, state.model_state)
+    logits = model(jnp.asarray(images))
+    expected = float((logits.argmax(-1) == labels).mean())
+    assert result["accuracy"] == pytest.approx(expected, abs=1e-6)
+    sums = classification_sums(model, train.pad_batch({"image": images[:5], "label": labels[:5]}, 8))
+    assert float(sums["accuracy"]) <= 5
+
+
+def test_make_step_vmaps_over_seeds():
+    tx = optax.sgd(0.1)
+
+    def init(seed):
+        return train.create_train_state(MLP((64, 8, 10), rngs=nnx.Rngs(0)), tx, jax.random.PRNGKey(seed))[1]
+
+    graphdef = nnx.graphdef(MLP((64, 8, 10), rngs=nnx.Rngs(0)))
+    states = jax.tree.map(lambda *x: jnp.stack(x), *[init(s) for s in range(3)])
+    step = jax.jit(jax.vmap(train.make_step(train.nnx_loss(graphdef, cross_entropy), tx), in_axes=(0, None)))
+    states, metrics = step(states, _batch())
+    chex.assert_shape(metrics["loss"], (3,))
+    np.testing.assert_array_equal(np.asarray(states.step), [1, 1, 1])
+
+
+def test_mesh_rejects_bad_fsdp(devices):
+    with pytest.raises(ValueError, match="fsdp=3"):
+        train.make_mesh(fsdp=3, devices=devices)
