@@ -135,3 +135,18 @@ def test_async_save_is_complete_once_listed(tmp_path):
     restored = ckpt.restore(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _tiny_state(0)))
     assert restored.step == 4 and float(restored.state.params["w"][0, 0]) == 4.0
     ckpt.close()
+
+
+def test_restore_onto_a_different_mesh(tmp_path, devices):
+    mesh8, mesh2 = train.make_mesh(fsdp=4, devices=devices), train.make_mesh(devices=devices[:2])
+    state = _tiny_state(5).replace(params={"w": jnp.full((256, 128), 5.0)})
+    state8 = jax.device_put(state, train.state_sharding(state, mesh8, fsdp=True))
+    assert state8.params["w"].sharding.spec == jax.sharding.PartitionSpec("fsdp", None)
+    ckpt = Checkpointer(tmp_path / "ckpt", async_save=False)
+    ckpt.save(5, state8)
+    ckpt.wait()
+    shardings2 = train.state_sharding(state, mesh2)
+    restored = ckpt.restore(train.abstract_like(state, shardings2))
+    assert restored.state.params["w"].sharding == shardings2.params["w"]
+    np.testing.assert_array_equal(np.asarray(restored.state.params["w"]), 5.0)
+    ckpt.close()

@@ -77,3 +77,14 @@ def test_tfds_mock_source_through_the_pipeline():
 def test_missing_tfds_dataset_names_itself(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar10"):
         data.tfds_source("cifar10", "train", data_dir=str(tmp_path))
+
+
+def test_grain_worker_processes_give_the_same_batches():
+    from absl import flags
+
+    flags.FLAGS.mark_as_parsed()  # as the `kexue` entry point does
+    source = data.ArraySource({"x": np.arange(24)})
+    dataset = data.make_dataset(source, batch_size=4, seed=1)
+    in_process = data.make_iterator(dataset)
+    workers = data.make_iterator(dataset, worker_count=1)
+    assert [next(workers)["x"].tolist() for _ in range(5)] == [next(in_process)["x"].tolist() for _ in range(5)]
