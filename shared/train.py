@@ -86,7 +86,8 @@ def nnx_loss(graphdef: nnx.GraphDef,
     """
 
     def loss_fn(params, model_state, batch, rng):
-        model = nnx.merge(graphdef, params, model_state)
+        # copy=True: fresh Variables for this trace, so BatchNorm may update its statistics under grad
+        model = nnx.merge(graphdef, params, model_state, copy=True)
         loss, metrics = fn(model, batch, rng)
         new_model_state = nnx.split(model, nnx.Param, ...)[2]
         return loss, (new_model_state, dict(metrics))
@@ -217,7 +218,7 @@ def nnx_metrics(graphdef: nnx.GraphDef,
     """Adapts `fn(model, batch) -> sums` to a `MetricFn`; the model is put in eval mode."""
 
     def metric_fn(params, model_state, batch):
-        model = nnx.merge(graphdef, params, model_state)
+        model = nnx.merge(graphdef, params, model_state, copy=True)
         model.eval()
         return fn(model, batch)
 

@@ -122,3 +122,18 @@ def test_make_step_vmaps_over_seeds():
 def test_mesh_rejects_bad_fsdp(devices):
     with pytest.raises(ValueError, match="fsdp=3"):
         train.make_mesh(fsdp=3, devices=devices)
+
+
+def test_batchnorm_statistics_update_through_the_step(devices):
+    mesh = train.make_mesh(devices=devices)
+    model = MLP((64, 32, 10), rngs=nnx.Rngs(0), batch_norm=True)
+    tx = optax.sgd(0.1)
+    graphdef, state = train.create_train_state(model, tx, jax.random.PRNGKey(0))
+    step = train.build_train_step(train.nnx_loss(graphdef, cross_entropy), tx, mesh, state)
+    state = jax.device_put(state, train.state_sharding(state, mesh))
+    before = jax.device_get(state.model_state)
+    state, metrics = step(state, train.shard_batch(_batch(), mesh))
+    after = jax.device_get(state.model_state)
+    assert np.isfinite(float(metrics["loss"]))
+    moved = jax.tree.map(lambda a, b: not np.allclose(a, b), after, before)
+    assert any(jax.tree.leaves(moved)), "BatchNorm running statistics did not update"
