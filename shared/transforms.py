@@ -1,0 +1,207 @@
+"""Optax-compatible regularisers: flooding, the gradient-norm penalty and WEISSI.
+
+- `flood`, `iflood`: the flooded objectives |L − b| + b (Ishida et al. 2020; iFlood, Xie et al. 2022).
+- `flooding(b)`: the same as a `GradientTransformationExtraArgs` reading the loss from `value=`.
+- `gradient_norm_penalty(loss_fn, eps)`: L + (ε/2)‖∇L‖² and its gradient with one Hessian-vector
+  product (kexue post of 2020-07-31: flooding's descent/ascent pair approximates this).
+- `weissi_penalty`, `add_decoupled_weissi`: the weight-scale-shift-invariant regulariser (Liu et al.
+  2020) in the loss, and decoupled like `optax.add_decayed_weights`.
+For SAM use `optax.contrib.sam`; for weight decay `optax.add_decayed_weights`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+__all__ = [
+    "flood",
+    "iflood",
+    "flooding",
+    "FloodingState",
+    "gradient_norm_penalty",
+    "weissi_penalty",
+    "add_decoupled_weissi",
+    "default_weissi_mask",
+]
+
+
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_flood_level(b):
+    if _concrete(b) and not np.all(np.asarray(b) >= 0):
+        raise ValueError(f"flood level b must be >= 0, got {b}")
+
+
+def flood(loss, b):
+    """Flooded objective (Ishida et al. 2020, Eq. 2): L̃ = |L − b| + b; its gradient is sign(L − b)·∇L.
+
+    Apply to the mini-batch mean loss. Args: loss scalar (or any array, elementwise); b ≥ 0.
+    Returns: same shape as `loss`. With b = 0 (and L ≥ 0) it is the plain loss.
+    """
+    _check_flood_level(b)
+    return jnp.abs(loss - b) + b
+
+
+def iflood(per_example_losses, b):
+    """Individual flooding (iFlood, Xie et al. 2022): each example's loss flooded, |ℓ_i − b| + b.
+
+    Per example ([B] -> [B]); the iFlood objective is the mean of the result. Each example's
+    gradient is sign(ℓ_i − b)·∇ℓ_i, so examples below the flood level are pushed back up.
+    """
+    _check_flood_level(b)
+    return jnp.abs(per_example_losses - b) + b
+
+
+class FloodingState(NamedTuple):
+    """State of `flooding`: the sign applied at the last update (1 descent, −1 ascent, 0 at b)."""
+
+    last_sign: jax.Array
+
+
+def flooding(b) -> optax.GradientTransformationExtraArgs:
+    """Flooding as a transform: multiplies updates by sign(value − b).
+
+    Needs the extra argument `value=` (the mini-batch mean loss, the scalar whose gradient the updates
+    are), as `optax.contrib.reduce_on_plateau` does. Chained first (before the optimiser) on the
+    gradients of L, it gives exactly the gradients of `flood(L, b)`:
+
+        tx = optax.chain(flooding(0.1), optax.sgd(0.1))
+        updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+    """
+    _check_flood_level(b)
+
+    def init_fn(params):
+        del params
+        return FloodingState(last_sign=jnp.ones((), jnp.float32))
+
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        del params, extra_args
+        if value is None:
+            raise ValueError("flooding(b).update needs the loss as the extra argument `value=`")
+        sign = jnp.sign(jnp.asarray(value, jnp.float32) - b)
+        updates = jax.tree.map(lambda u: (u * sign.astype(u.dtype)) if u is not None else None, updates)
+        return updates, FloodingState(last_sign=sign)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def gradient_norm_penalty(loss_fn: Callable[..., jax.Array], eps) -> Callable[..., tuple[jax.Array, Any]]:
+    """Gradient-norm-penalised objective and its gradient, with one Hessian-vector product.
+
+    L̃(θ) = L(θ) + (ε/2)‖∇L(θ)‖²,  ∇L̃ = g + ε·H g  (g = ∇L, H = ∇²L).
+    `jax.linearize` of `value_and_grad(loss_fn)` gives g and the forward-mode map v ↦ H v; it is
+    applied once, to g (forward-over-reverse). Flooding's descent/ascent pair of step ε amounts to
+    descent on L + (ε/2)‖∇L‖² (kexue post of 2020-07-31).
+
+    Args:
+      loss_fn: `loss_fn(params, *args) -> scalar`, differentiable in params.
+      eps: ε ≥ 0 (a float or traced scalar).
+    Returns:
+      `fn(params, *args) -> (value, grads)` with value = L̃ (scalar) and grads = ∇L̃ (tree of params).
+    """
+    _check_nonneg(eps, "eps")
+
+    def fn(params, *args):
+        vg = lambda p: jax.value_and_grad(loss_fn)(p, *args)  # noqa: E731
+        (value, g), lin = jax.linearize(vg, params)
+        _, hg = lin(g)
+        sq = sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(g))
+        total = value + 0.5 * eps * sq
+        grads = jax.tree.map(lambda a, b: a + eps * b, g, hg)
+        return total, grads
+
+    return fn
+
+
+def _check_nonneg(value, name):
+    if _concrete(value) and not np.all(np.asarray(value) >= 0):
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def default_weissi_mask(params):
+    """The default WEISSI selection: leaves with ndim ≥ 2 (dense matrices and conv kernels), not biases/scales."""
+    return jax.tree.map(lambda p: hasattr(p, "ndim") and p.ndim >= 2, params)
+
+
+def _resolve_mask(where, params):
+    if where is None:
+        return default_weissi_mask(params)
+    if callable(where):
+        return where(params)
+    return where
+
+
+def weissi_penalty(params, lambda1, lambda2, where=None):
+    """WEISSI penalty (Liu et al. 2020): λ₁ Σ_l log‖W_l‖ + λ₂ Σ_l ‖W_l / ‖W_l‖‖₁.
+
+    Invariant to weight-scale shifts W_l → c_l W_l with Π c_l = 1 (first term) and scale-free
+    (second term). Norms are Frobenius norms of the flattened weight. ∇ log‖W‖ = W/‖W‖².
+
+    Args:
+      params: a pytree of arrays.
+      lambda1, lambda2: ≥ 0.
+      where: None (leaves with ndim ≥ 2: matrices and conv kernels), a pytree of bools with the
+        structure of params, or a callable params -> such a pytree (as `optax.masked`).
+    Returns: scalar (float32).
+    Raises: ValueError if a lambda is negative or no leaf is selected.
+    """
+    _check_nonneg(lambda1, "lambda1")
+    _check_nonneg(lambda2, "lambda2")
+    mask = _resolve_mask(where, params)
+    selected = [p for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m]
+    if len(jax.tree.leaves(mask)) != len(jax.tree.leaves(params)):
+        raise ValueError("where must have one bool per leaf of params")
+    if not selected:
+        raise ValueError("weissi_penalty: `where` selected no parameter leaf (default: leaves with ndim >= 2)")
+    total = jnp.zeros((), jnp.float32)
+    for w in selected:
+        w = w.astype(jnp.promote_types(w.dtype, jnp.float32))
+        norm = jnp.sqrt(jnp.sum(jnp.square(w)))
+        total = total + lambda1 * jnp.log(norm) + lambda2 * jnp.sum(jnp.abs(w)) / norm
+    return total
+
+
+class AddDecoupledWeissiState(NamedTuple):
+    """Empty state of `add_decoupled_weissi`."""
+
+
+def add_decoupled_weissi(weight, mask=None) -> optax.GradientTransformationExtraArgs:
+    """Decoupled WEISSI: updates += weight · W/‖W‖², like `optax.add_decayed_weights` adds weight·W.
+
+    Chained before the learning-rate scaling, e.g.
+    `optax.chain(optax.scale_by_adam(), add_decoupled_weissi(1e-3), optax.scale_by_learning_rate(lr))`
+    it applies W ← W − η·(u + weight·W/‖W‖²), the decoupled form of ∇(weight·log‖W‖).
+
+    Args:
+      weight: ≥ 0 (λ₁ of the penalty).
+      mask: None (leaves with ndim ≥ 2), a pytree of bools, or a callable params -> pytree of bools.
+    Needs `params` in `update`.
+    """
+    _check_nonneg(weight, "weight")
+
+    def init_fn(params):
+        del params
+        return AddDecoupledWeissiState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError("add_decoupled_weissi needs `params` in update")
+
+        def add(u, p):
+            pf = p.astype(jnp.promote_types(p.dtype, jnp.float32))
+            sq = jnp.sum(jnp.square(pf))
+            return (u + (weight * pf / sq).astype(u.dtype)) if u is not None else None
+
+        updates = jax.tree.map(add, updates, params)
+        return updates, state
+
+    inner = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return optax.masked(inner, default_weissi_mask if mask is None else mask)
