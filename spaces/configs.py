@@ -1,0 +1,90 @@
+"""Configs of the spaces experiments: frozen dataclasses with `quick` (embedded, CPU minutes) and `full`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Labelling -> k-fold DGCNN extractor -> copy-BIO UniLM generator, end to end.
+
+    Data: `data_dir` empty means embedded synthetic documents (`n_train` / `n_test`); otherwise
+    `data_dir/train.jsonl` (CAIL2020 format) split into train / test by `n_test`.
+    Generator: from scratch (`checkpoint_dir` empty) or from a local HF BERT directory
+    (config.json, vocab.txt, model.safetensors). `variants` names the generators trained, each
+    "<softmax>-<copy>" with softmax in {sparse, dense} and copy in {copy, nocopy} (copy loss weight 0,
+    unconstrained decoding); every generator trained with copy is also decoded without the constraint.
+    """
+
+    seed: int = 0
+    # data
+    data_dir: str = ""
+    n_train: int = 240
+    n_test: int = 40
+    max_clauses: int = 256
+    # extractor
+    folds: int = 4
+    clause_len: int = 24
+    encoder_dim: int = 32
+    extractor_dim: int = 32  # 384 in SPACES (the full preset)
+    extractor_dropout: float = 0.1
+    extractor_steps: int = 80
+    extractor_batch: int = 16
+    extractor_lr: float = 2e-3
+    threshold: float = 0.2
+    # generator
+    checkpoint_dir: str = ""
+    hidden: int = 96
+    layers: int = 2
+    heads: int = 4
+    intermediate: int = 192
+    relative_position: bool = False
+    max_source: int = 128
+    max_target: int = 110
+    word_vocab: bool = False
+    oracle_fraction: float = 0.5  # share of training pairs built from the oracle clauses (SPACES: random)
+    sparse_k: int = 10
+    copy_weight: float = 2.0
+    noise: float = 0.15
+    ema: float = 0.99
+    generator_steps: int = 180
+    generator_batch: int = 16
+    generator_lr: float = 2e-3
+    warmup_steps: int = 30
+    variants: tuple[str, ...] = ("sparse-copy", "dense-copy")
+    beam_size: int = 3
+    decode_batch: int = 20
+    checkpoint_every: int = 0
+    examples: int = 3
+
+    def __post_init__(self):
+        for name in ("n_train", "n_test", "max_clauses", "folds", "clause_len", "extractor_steps", "extractor_batch",
+                     "hidden", "layers", "heads", "max_source", "max_target", "generator_steps", "generator_batch",
+                     "beam_size", "decode_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"config.{name} must be >= 1, got {getattr(self, name)}")
+        if self.folds < 2:
+            raise ValueError(f"config.folds must be >= 2, got {self.folds}")
+        if not 0.0 <= self.noise < 1.0 or not 0.0 <= self.oracle_fraction <= 1.0:
+            raise ValueError("config.noise must lie in [0, 1) and config.oracle_fraction in [0, 1]")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"config.threshold must lie in (0, 1), got {self.threshold}")
+        for v in self.variants:
+            softmax, _, copy = v.partition("-")
+            if softmax not in ("sparse", "dense") or copy not in ("copy", "nocopy"):
+                raise ValueError(f"config.variants entry {v!r} must be '<sparse|dense>-<copy|nocopy>'")
+
+
+QUICK = PipelineConfig()
+
+# CAIL2020 with a local pretrained checkpoint (SPACES: NEZHA-base at 1,024 tokens; HF ships no NEZHA any
+# more, so a Chinese BERT with the NEZHA-style relative-position option at 1,024 tokens, or BERT at 512 with
+# the source truncated, relative_position=False, max_source=400).
+FULL = dataclasses.replace(
+    QUICK, data_dir="data/cail2020", n_train=9484 - 500, n_test=500, folds=15, clause_len=64, extractor_dim=384,
+    extractor_steps=20_000, extractor_batch=32, extractor_lr=1e-3, checkpoint_dir="checkpoints/chinese_wwm_base",
+    hidden=768, layers=12, heads=12, intermediate=3072, relative_position=True, max_source=1024 - 400 - 3,
+    max_target=400, word_vocab=True, ema=0.9999, generator_steps=50 * (9484 // 8), generator_batch=8,
+    generator_lr=2e-5, warmup_steps=1000, variants=("sparse-copy",), beam_size=3, decode_batch=8,
+    checkpoint_every=2000)
