@@ -9,47 +9,19 @@ chosen run's test accuracy reported. Data: `tfds.data_source("cifar10")` built a
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
-from flax import nnx
 
 from flooding.configs import CifarConfig
-from shared import data, train
 from shared.augment import random_crop_flip
-from shared.loop import fit
-from shared.models import ResNet18, cifar_resnet
+from shared.classification import make_resnet, tfds_train_val_test, train_and_evaluate, unit_images
 from shared.transforms import flooding
-
-
-def make_model(name: str, num_classes: int, seed: int) -> nnx.Module:
-    """"resnet18" (ResNet18) or "resnet<depth>" (He et al.'s CIFAR ResNets, e.g. resnet20; resnet8 in tests)."""
-    rngs = nnx.Rngs(seed)
-    if name == "resnet18":
-        return ResNet18(num_classes, rngs=rngs)
-    if name.startswith("resnet") and name[6:].isdigit():
-        return cifar_resnet(int(name[6:]), num_classes, rngs=rngs)
-    raise ValueError(f"config.model must be 'resnet18' or 'resnet<6n+2>', got {name!r}")
-
-
-def _normalise(images):
-    return images.astype(jnp.float32) / 255.0
 
 
 def xent_augmented(model, batch, rng):
     """Mean CE on crop+flip augmented images [B, 32, 32, 3] uint8; metrics: accuracy."""
-    images = random_crop_flip(rng, _normalise(batch["image"]))
-    logits = model(images)
+    logits = model(random_crop_flip(rng, unit_images(batch["image"])))
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     return loss, {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}
-
-
-def classification_sums(model, batch):
-    logits = model(_normalise(batch["image"]))
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = (logits.argmax(-1) == batch["label"]).astype(jnp.float32)
-    return {"loss": (losses * batch["weight"]).sum(), "accuracy": (correct * batch["weight"]).sum()}
 
 
 def make_tx(config: CifarConfig, b: float, num_steps: int) -> optax.GradientTransformation:
@@ -58,40 +30,16 @@ def make_tx(config: CifarConfig, b: float, num_steps: int) -> optax.GradientTran
                        optax.sgd(schedule, momentum=config.momentum))
 
 
-def _arrays(source) -> dict[str, np.ndarray]:
-    examples = [data.drop_non_array_fields(source[i]) for i in range(len(source))]
-    return {k: np.stack([e[k] for e in examples]) for k in ("image", "label")}
-
-
 def train_level(config: CifarConfig, b: float, ctx, train_source, eval_sets: dict) -> dict:
     """Trains one flood level; returns {"<split>_accuracy", "<split>_loss"} for each evaluation set."""
     steps = config.steps_override or config.num_epochs * (len(train_source) // config.batch_size)
-    mesh = train.make_mesh()
-    tx = make_tx(config, b, steps)
-    graphdef, state = train.create_train_state(make_model(config.model, 10, config.seed), tx,
-                                               jax.random.PRNGKey(config.seed))
-    train_step = train.build_train_step(train.nnx_loss(graphdef, xent_augmented), tx, mesh, state)
-    eval_step = train.build_eval_step(train.nnx_metrics(graphdef, classification_sums), mesh, state)
-    state = jax.device_put(state, train.state_sharding(state, mesh))
-    dataset = data.make_dataset(train_source, batch_size=config.batch_size, seed=config.seed)
-    checkpointer = train.Checkpointer(ctx.checkpoint_dir / f"b={b:g}", keep=2)
-    state, _ = fit(state=state, train_step=train_step, dataset=dataset, mesh=mesh, num_steps=steps,
-                   checkpointer=checkpointer, checkpoint_every=config.checkpoint_every, resume=ctx.resume,
-                   log_every=min(100, steps), config=config, ctx=ctx, desc=f"cifar b={b:g}")
-    checkpointer.close()
-    out = {}
-    for split, arrays in eval_sets.items():
-        res = train.evaluate(eval_step, state, data.batches_of(arrays, config.eval_batch_size), mesh,
-                             config.eval_batch_size)
-        out[f"{split}_accuracy"], out[f"{split}_loss"] = res["accuracy"], res["loss"]
-    return out
+    return train_and_evaluate(make_resnet(config.model, 10, config.seed), make_tx(config, b, steps), xent_augmented,
+                              config=config, ctx=ctx, train_source=train_source, eval_sets=eval_sets,
+                              num_steps=steps, name=f"b={b:g}")
 
 
 def run(config: CifarConfig, ctx) -> dict:
-    data_dir = config.data_dir or None
-    train_source = data.tfds_source(config.dataset, f"train[:-{config.val_size}]", data_dir)
-    eval_sets = {"val": _arrays(data.tfds_source(config.dataset, f"train[-{config.val_size}:]", data_dir)),
-                 "test": _arrays(data.tfds_source(config.dataset, "test", data_dir))}
+    train_source, eval_sets = tfds_train_val_test(config.dataset, config.val_size, config.data_dir)
     results = {f"b={b:g}": train_level(config, b, ctx, train_source, eval_sets) for b in config.flood_levels}
     chosen = max(config.flood_levels, key=lambda b: (results[f"b={b:g}"]["val_accuracy"], -b))
     ctx.report.text(f"{config.model} on {config.dataset}, SGD lr {config.learning_rate} (cosine) momentum "

@@ -20,6 +20,7 @@ from flax import nnx  # noqa: E402
 
 from shared import data, train  # noqa: E402
 from shared.experiment import RunContext  # noqa: E402
+from shared.classification import classification_sums  # noqa: E402
 from shared.loop import fit  # noqa: E402
 from shared.models import MLP  # noqa: E402
 
@@ -56,14 +57,6 @@ def cross_entropy(model: nnx.Module, batch: dict, rng: jax.Array):
     logits = model(batch["image"])
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     return loss, {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}
-
-
-def classification_sums(model: nnx.Module, batch: dict) -> dict:
-    """Per-batch weighted sums of CE and correct predictions (for `shared.train.evaluate`)."""
-    logits = model(batch["image"])
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = (logits.argmax(-1) == batch["label"]).astype(losses.dtype)
-    return {"loss": (losses * batch["weight"]).sum(), "accuracy": (correct * batch["weight"]).sum()}
 
 
 def build(config: Config, mesh, process_index: int = 0, process_count: int = 1):

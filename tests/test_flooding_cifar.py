@@ -4,6 +4,7 @@ import jax
 import pytest
 
 from flooding import cifar, configs
+from shared.classification import make_resnet
 from shared.experiment import RunContext
 from shared.report import Report
 
@@ -12,7 +13,7 @@ def test_full_config_resnet18_shapes():
     config = configs.CIFAR_FULL
     assert config.flood_levels == pytest.approx(tuple(i / 100 for i in range(11)))
     assert (config.learning_rate, config.momentum, config.batch_size) == (0.1, 0.9, 128)
-    out = jax.eval_shape(lambda x: cifar.make_model(config.model, 10, 0)(x),
+    out = jax.eval_shape(lambda x: make_resnet(config.model, 10, 0)(x),
                          jax.ShapeDtypeStruct((2, 32, 32, 3), "float32"))
     assert out.shape == (2, 10)
 
@@ -32,4 +33,4 @@ def test_a_few_steps_on_mock_cifar(tmp_path):
 
 def test_bad_model_name():
     with pytest.raises(ValueError, match="config.model"):
-        cifar.make_model("vgg", 10, 0)
+        make_resnet("vgg", 10, 0)

@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 from shared import data, train
-from shared.digits_mlp import Config, build, classification_sums, cross_entropy
+from shared.classification import classification_sums
+from shared.digits_mlp import Config, build, cross_entropy
 from shared.models import MLP
 
 

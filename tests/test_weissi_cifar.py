@@ -4,6 +4,7 @@ import jax
 import pytest
 
 from weissi import cifar, configs
+from shared.classification import make_resnet
 from shared.experiment import RunContext
 from shared.report import Report
 
@@ -12,7 +13,7 @@ def test_full_config_grid_and_resnet18_shapes():
     config = configs.CIFAR_FULL
     assert config.methods == configs.METHODS and config.grid("none") == (0.0,)
     assert all(len(config.grid(m)) >= 2 for m in config.methods if m != "none")
-    out = jax.eval_shape(lambda x: cifar.make_model(config.model, 10, 0)(x),
+    out = jax.eval_shape(lambda x: make_resnet(config.model, 10, 0)(x),
                          jax.ShapeDtypeStruct((2, 32, 32, 3), "float32"))
     assert out.shape == (2, 10)
 

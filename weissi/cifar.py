@@ -10,29 +10,15 @@ not obtained here. With BatchNorm after every conv, those kernels are scale-inva
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
-from shared import data, train
 from shared.augment import random_crop_flip
-from shared.loop import fit
-from shared.models import ResNet18, cifar_resnet
+from shared.classification import make_resnet, tfds_train_val_test, train_and_evaluate, unit_images
 from shared.transforms import add_decoupled_weissi, default_weissi_mask, weissi_penalty
 from weissi.configs import CifarConfig
 from weissi.invariance import l2_penalty
-
-
-def make_model(name: str, num_classes: int, seed: int) -> nnx.Module:
-    """"resnet18" or "resnet<6n+2>" (resnet8 in tests)."""
-    rngs = nnx.Rngs(seed)
-    if name == "resnet18":
-        return ResNet18(num_classes, rngs=rngs)
-    if name.startswith("resnet") and name[6:].isdigit():
-        return cifar_resnet(int(name[6:]), num_classes, rngs=rngs)
-    raise ValueError(f"config.model must be 'resnet18' or 'resnet<6n+2>', got {name!r}")
 
 
 def method_parts(config: CifarConfig, method: str, lam: float, num_steps: int):
@@ -56,56 +42,22 @@ def method_parts(config: CifarConfig, method: str, lam: float, num_steps: int):
     raise ValueError(f"config.methods: unknown method {method!r}")
 
 
-def _normalise(images):
-    return images.astype(jnp.float32) / 255.0
-
-
-def classification_sums(model, batch):
-    logits = model(_normalise(batch["image"]))
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = (logits.argmax(-1) == batch["label"]).astype(jnp.float32)
-    return {"loss": (losses * batch["weight"]).sum(), "accuracy": (correct * batch["weight"]).sum()}
-
-
-def _arrays(source) -> dict[str, np.ndarray]:
-    examples = [data.drop_non_array_fields(source[i]) for i in range(len(source))]
-    return {k: np.stack([e[k] for e in examples]) for k in ("image", "label")}
-
-
 def train_one(config: CifarConfig, method: str, lam: float, ctx, train_source, eval_sets) -> dict:
     steps = config.steps_override or config.num_epochs * (len(train_source) // config.batch_size)
     tx, penalty = method_parts(config, method, lam, steps)
 
     def loss(model, batch, rng):
-        logits = model(random_crop_flip(rng, _normalise(batch["image"])))
+        logits = model(random_crop_flip(rng, unit_images(batch["image"])))
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
         return ce + penalty(nnx.state(model, nnx.Param)), {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}
 
-    mesh = train.make_mesh()
-    graphdef, state = train.create_train_state(make_model(config.model, 10, config.seed), tx,
-                                               jax.random.PRNGKey(config.seed))
-    train_step = train.build_train_step(train.nnx_loss(graphdef, loss), tx, mesh, state)
-    eval_step = train.build_eval_step(train.nnx_metrics(graphdef, classification_sums), mesh, state)
-    state = jax.device_put(state, train.state_sharding(state, mesh))
-    dataset = data.make_dataset(train_source, batch_size=config.batch_size, seed=config.seed)
-    checkpointer = train.Checkpointer(ctx.checkpoint_dir / f"{method}_{lam:g}", keep=2)
-    state, _ = fit(state=state, train_step=train_step, dataset=dataset, mesh=mesh, num_steps=steps,
-                   checkpointer=checkpointer, checkpoint_every=config.checkpoint_every, resume=ctx.resume,
-                   log_every=min(100, steps), config=config, ctx=ctx, desc=f"{method} λ={lam:g}")
-    checkpointer.close()
-    out = {}
-    for split, arrays in eval_sets.items():
-        res = train.evaluate(eval_step, state, data.batches_of(arrays, config.eval_batch_size), mesh,
-                             config.eval_batch_size)
-        out[f"{split}_accuracy"], out[f"{split}_loss"] = res["accuracy"], res["loss"]
-    return out
+    return train_and_evaluate(make_resnet(config.model, 10, config.seed), tx, loss, config=config, ctx=ctx,
+                              train_source=train_source, eval_sets=eval_sets, num_steps=steps,
+                              name=f"{method}_{lam:g}")
 
 
 def run(config: CifarConfig, ctx) -> dict:
-    data_dir = config.data_dir or None
-    train_source = data.tfds_source(config.dataset, f"train[:-{config.val_size}]", data_dir)
-    eval_sets = {"val": _arrays(data.tfds_source(config.dataset, f"train[-{config.val_size}:]", data_dir)),
-                 "test": _arrays(data.tfds_source(config.dataset, "test", data_dir))}
+    train_source, eval_sets = tfds_train_val_test(config.dataset, config.val_size, config.data_dir)
     metrics, rows = {}, []
     for method in config.methods:
         runs = {lam: train_one(config, method, lam, ctx, train_source, eval_sets) for lam in config.grid(method)}

@@ -1,0 +1,90 @@
+"""Image classification on the harness: the ResNet factory, TFDS train/val/test splits, evaluation sums,
+and one complete train-then-evaluate run (used by the CIFAR-10 configs of `flooding` and `weissi`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from shared import data, train
+from shared.loop import fit
+from shared.models import ResNet18, cifar_resnet
+
+__all__ = ["make_resnet", "unit_images", "classification_sums", "load_arrays", "tfds_train_val_test",
+           "train_and_evaluate"]
+
+
+def make_resnet(name: str, num_classes: int, seed: int) -> nnx.Module:
+    """"resnet18" (`shared.models.ResNet18`) or "resnet<6n+2>" (He et al.'s CIFAR ResNets, e.g. resnet20)."""
+    rngs = nnx.Rngs(seed)
+    if name == "resnet18":
+        return ResNet18(num_classes, rngs=rngs)
+    if name.startswith("resnet") and name[6:].isdigit():
+        return cifar_resnet(int(name[6:]), num_classes, rngs=rngs)
+    raise ValueError(f"config.model must be 'resnet18' or 'resnet<6n+2>', got {name!r}")
+
+
+def unit_images(images: jax.Array) -> jax.Array:
+    """uint8 images [B, H, W, C] -> float32 in [0, 1]."""
+    return images.astype(jnp.float32) / 255.0
+
+
+def classification_sums(model: nnx.Module, batch: dict, preprocess: Callable = lambda x: x) -> dict:
+    """Weighted sums of CE and of correct predictions over a padded batch (for `shared.train.evaluate`).
+
+    batch: {"image": [B, ...], "label": int [B], "weight": [B] (0 on padding)}; returns scalars
+    {"loss": Σ w·CE, "accuracy": Σ w·[argmax = label]}.
+    """
+    logits = model(preprocess(batch["image"]))
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    correct = (logits.argmax(-1) == batch["label"]).astype(losses.dtype)
+    return {"loss": (losses * batch["weight"]).sum(), "accuracy": (correct * batch["weight"]).sum()}
+
+
+def load_arrays(source) -> dict[str, np.ndarray]:
+    """A whole random-access source in memory: {"image": [N, ...], "label": [N]}."""
+    examples = [data.drop_non_array_fields(source[i]) for i in range(len(source))]
+    return {k: np.stack([e[k] for e in examples]) for k in ("image", "label")}
+
+
+def tfds_train_val_test(dataset: str, val_size: int, data_dir: str = ""):
+    """(training source without its last `val_size` examples, {"val": arrays, "test": arrays})."""
+    data_dir = data_dir or None
+    train_source = data.tfds_source(dataset, f"train[:-{val_size}]", data_dir)
+    eval_sets = {"val": load_arrays(data.tfds_source(dataset, f"train[-{val_size}:]", data_dir)),
+                 "test": load_arrays(data.tfds_source(dataset, "test", data_dir))}
+    return train_source, eval_sets
+
+
+def train_and_evaluate(model: nnx.Module, tx: optax.GradientTransformation, loss: Callable, *, config, ctx,
+                       train_source, eval_sets: dict, num_steps: int, name: str) -> dict:
+    """Trains `model` with `loss(model, batch, rng) -> (scalar, metrics)` on the data-parallel mesh
+    (checkpointed under `ctx.checkpoint_dir / name`, resumable), then evaluates on every set.
+
+    `config` needs `seed`, `batch_size`, `eval_batch_size`, `checkpoint_every`; images are uint8 and
+    scaled to [0, 1] for evaluation. Returns {"<set>_accuracy", "<set>_loss"} for each evaluation set.
+    """
+    mesh = train.make_mesh()
+    graphdef, state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed))
+    train_step = train.build_train_step(train.nnx_loss(graphdef, loss), tx, mesh, state)
+    sums = lambda m, b: classification_sums(m, b, unit_images)  # noqa: E731
+    eval_step = train.build_eval_step(train.nnx_metrics(graphdef, sums), mesh, state)
+    state = jax.device_put(state, train.state_sharding(state, mesh))
+    dataset = data.make_dataset(train_source, batch_size=config.batch_size, seed=config.seed)
+    checkpointer = train.Checkpointer(ctx.checkpoint_dir / name, keep=2)
+    state, _ = fit(state=state, train_step=train_step, dataset=dataset, mesh=mesh, num_steps=num_steps,
+                   checkpointer=checkpointer, checkpoint_every=config.checkpoint_every, resume=ctx.resume,
+                   log_every=min(100, num_steps), config=config, ctx=ctx, desc=name)
+    checkpointer.close()
+    out = {}
+    for split, arrays in eval_sets.items():
+        res = train.evaluate(eval_step, state, data.batches_of(arrays, config.eval_batch_size), mesh,
+                             config.eval_batch_size)
+        out[f"{split}_accuracy"], out[f"{split}_loss"] = res["accuracy"], res["loss"]
+    return out
