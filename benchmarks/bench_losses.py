@@ -7,7 +7,10 @@ sparse_softmax_cross_entropy with k = 10 on [4096, 21128] logits <= 1.5x dense C
 reported separately; each repeat runs ours and the baseline back to back (interleaved, order
 alternating) and the ratio is of medians.
 
-    python benchmarks/bench_losses.py [--repeats 9] [--only sparse,la,pairwise,gnp] [--small]
+    python benchmarks/bench_losses.py [--repeats 9] [--only sparse,la,pairwise,la_head,gnp] [--small]
+
+`la_head` times the same two losses on the logits of a linear head (gradient w.r.t. its weights),
+for context: the claims are about the losses alone (`la`, `pairwise`).
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def topk_autodiff_ce(x, y, k):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--only", default="la,pairwise,sparse,gnp")
+    parser.add_argument("--only", default="la,pairwise,la_head,sparse,gnp")
     parser.add_argument("--small", action="store_true", help="smaller shapes (smoke test)")
     args = parser.parse_args()
     which = set(args.only.split(","))
@@ -116,6 +119,26 @@ def main() -> None:
             margins = L.logit_adjustment_margins(prior, 1.0)
             records.append(compare("pairwise_margin_loss(LA margins) vs dense CE", vg(L.pairwise_margin_loss, margins),
                                    vg(dense_ce), (x, y), args.repeats, inner=20, extra=shape, target=1.10))
+
+    if "la_head" in which:
+        # the same losses where they are used: on the logits of a linear head, gradient w.r.t. its weights
+        b, d, k = (256, 64, 100) if args.small else (1024, 512, 1000)
+        feats = jax.random.normal(key, (b, d))
+        w = 0.05 * jax.random.normal(jax.random.PRNGKey(2), (d, k))
+        y = jax.random.randint(jax.random.PRNGKey(1), (b,), 0, k)
+        prior = jnp.exp(-jnp.linspace(0.0, jnp.log(100.0), k))
+        prior = prior / prior.sum()
+
+        def head(loss, *consts):
+            return jax.jit(jax.value_and_grad(lambda w_, f_, y_: jnp.mean(loss(f_ @ w_, y_, *consts))))
+
+        shape = {"shape": [b, d, k]}
+        records.append(compare("linear head + logit-adjusted CE vs head + dense CE",
+                               head(L.logit_adjusted_cross_entropy, prior), head(dense_ce), (w, feats, y),
+                               args.repeats, inner=20, extra=shape))
+        records.append(compare("linear head + pairwise_margin_loss vs head + dense CE",
+                               head(L.pairwise_margin_loss, L.logit_adjustment_margins(prior, 1.0)),
+                               head(dense_ce), (w, feats, y), args.repeats, inner=20, extra=shape))
 
     if "sparse" in which:
         b, k = (512, 21128) if args.small else (4096, 21128)
