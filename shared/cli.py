@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import itertools
 import json
 import os
 import pathlib
@@ -158,9 +159,18 @@ def _init_distributed(coordinator: str | None, num_processes: int | None, proces
     jax.distributed.initialize(coordinator, num_processes, process_id)
 
 
+def _scalars(metrics: Mapping[str, Any], prefix: str = ""):
+    """(dotted key, number) pairs of a nested metrics mapping, depth first."""
+    for k, v in metrics.items():
+        if isinstance(v, Mapping):
+            yield from _scalars(v, f"{prefix}{k}.")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield f"{prefix}{k}", v
+
+
 def _headline(metrics: Mapping[str, Any]) -> str:
-    scalars = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return ", ".join(f"{k}={v:.4g}" for k, v in scalars[:3])
+    scalars = list(itertools.islice(_scalars(metrics), 3))
+    return ", ".join(f"{k}={v:.4g}" for k, v in scalars) or "done"
 
 
 def cmd_list(experiments: Mapping[str, Experiment]) -> int:
