@@ -1,0 +1,95 @@
+"""Tests for mwp.tokenizer: expression round trips, no [UNK] for numbers, slots, WordPiece from vocab.txt."""
+
+import random
+import re
+
+import pytest
+
+from mwp.expressions import ExpressionError, safe_eval
+from mwp.synthetic import generate_split
+from mwp.expressions import normalize_problem
+from mwp.tokenizer import (CLS, PAD, SEP, SPECIALS, UNK, CharTokenizer, WordPieceTokenizer, fill_slots,
+                           number_slots, split_expression)
+
+EXPRESSIONS = ["6000/(1+3/5)", "3.14*3**2", "2**-1", "(2+1/4)-(1+1/2)", "123456789*987654321", "[N0]**[N1]-2"]
+
+
+def test_split_expression():
+    assert split_expression("12**2-[N0]") == ["1", "2", "**", "2", "-", "[N0]"]
+    assert split_expression(" 1 + 2 ") == ["1", "+", "2"]
+
+
+@pytest.fixture(scope="module")
+def char_tok():
+    return CharTokenizer.build(["鸡兔同笼，共有35个头", "求面积"])
+
+
+def test_char_roundtrip(char_tok):
+    for e in EXPRESSIONS:
+        ids = char_tok.encode_expression(e)
+        assert char_tok.unk_id not in ids
+        assert char_tok.decode_expression(ids + [char_tok.sep_id, 7, 8]) == e
+    assert char_tok.decode_expression(char_tok.encode_expression("2 ** 3")) == "2**3"
+
+
+def test_char_pair_and_unknown(char_tok):
+    ids, seg = char_tok.encode_pair("共有35个头", "35/5", max_source=10, max_target=10)
+    assert ids[0] == char_tok.cls_id and ids.count(char_tok.sep_id) == 2
+    assert seg == [0] * 8 + [1] * 5
+    assert char_tok.encode_question("猫")[0] == char_tok.unk_id
+    assert char_tok.decode_expression([char_tok.unk_id]) == "?"  # invalid, so safe_eval rejects it
+    with pytest.raises(ValueError):
+        CharTokenizer(["a", "b"])
+
+
+def test_number_slots_roundtrip_on_synthetic():
+    for r in generate_split("train", 60, seed=3):
+        n = normalize_problem(r)
+        q, e, numbers = number_slots(n["question"], n["equation"])
+        assert not any(c.isdigit() for c in re.sub(r"\[N[0-9]+\]", "", q))
+        assert safe_eval(fill_slots(e, numbers)) == n["value"]
+    with pytest.raises(ExpressionError):
+        fill_slots("[N3]+1", ["1"])
+
+
+@pytest.fixture(scope="module")
+def vocab(tmp_path_factory):
+    tokens = [PAD, "[unused1]", "[unused2]", "[unused3]", UNK, CLS, SEP, "[MASK]", *"0123456789", ".", "+", "-",
+              "*", "/", "(", ")", "鸡", "兔", "共", "有", "个", "头", "##5", "35", "##00", "1", "=", "%"]
+    seen, unique = set(), []
+    for t in tokens:
+        if t not in seen:
+            seen.add(t), unique.append(t)
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(unique) + "\n", encoding="utf-8")
+    return path
+
+
+def test_wordpiece_roundtrip_and_no_unk_numbers(vocab):
+    tok = WordPieceTokenizer(vocab)
+    for e in EXPRESSIONS[:5]:
+        ids = tok.encode_expression(e)
+        assert tok.unk_id not in ids
+        assert tok.decode_expression(ids) == e
+    assert tok.encode_expression("2**3")[1] == tok.token_to_id["[unused1]"]  # '**' is one token
+    assert tok.decode_expression(tok.encode_expression("[N1]+1")) == "[N1]+1"
+    q = tok.encode_question("鸡兔共有35个头，987654个脚")
+    assert tok.token_to_id["35"] in q  # pretrained number pieces are kept
+    digits = [tok.token_to_id[c] for c in "987654"]
+    assert all(d in q for d in digits)  # a number with no pieces becomes single digits, not [UNK]
+    assert q.count(tok.unk_id) == 2  # only the unknown characters "，" and "脚"
+
+
+def test_wordpiece_bad_vocab(tmp_path):
+    with pytest.raises(ValueError, match="vocab_path"):
+        WordPieceTokenizer(tmp_path / "nope.txt")
+    (tmp_path / "v.txt").write_text("\n".join(SPECIALS) + "\n")
+    with pytest.raises(ValueError, match="lacks"):
+        WordPieceTokenizer(tmp_path / "v.txt")
+
+
+def test_random_expressions_roundtrip(char_tok):
+    rng = random.Random(0)
+    for _ in range(200):
+        e = "".join(rng.choice(["1", "23", "4.5", "+", "-", "*", "/", "**", "(", ")"]) for _ in range(12))
+        assert char_tok.decode_expression(char_tok.encode_expression(e)) == e
