@@ -1,0 +1,122 @@
+"""NVAE configurations: one frozen dataclass, validated at construction; presets per dataset.
+
+Official hyper-parameters (Vahdat & Kautz 2020, Table 6 / NVlabs/NVAE README) are in the presets
+below; see shared/REFERENCES.md, section "NVAE".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+DATASETS = ("digits", "mnist", "cifar10", "celeba64")
+OUTPUTS = ("bernoulli", "dmol", "normal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """An NVAE model + training configuration. Invalid combinations raise ValueError at construction."""
+
+    dataset: str = "digits"
+    image_size: int = 16
+    channels_in: int = 1
+    output: str = "bernoulli"  # bernoulli | dmol | normal
+    num_bits: int = 8
+    num_channels: int = 16  # channels at the first latent scale (after pre-processing)
+    num_preprocess_blocks: int = 1
+    num_preprocess_cells: int = 2
+    num_postprocess_blocks: int = 1
+    num_postprocess_cells: int = 2
+    num_latent_scales: int = 2
+    num_groups_per_scale: int = 2
+    adaptive_groups: bool = False
+    min_groups_per_scale: int = 1
+    num_latent_per_group: int = 20
+    num_cell_per_group_enc: int = 1
+    num_cell_per_group_dec: int = 1
+    num_nf: int = 0  # paired autoregressive flow cells per latent group (posterior only)
+    num_mixtures: int = 10
+    use_se: bool = True
+    # training
+    epochs: int = 400
+    batch_size: int = 200
+    learning_rate: float = 1e-2
+    learning_rate_min: float = 1e-4
+    warmup_epochs: int = 5
+    weight_decay: float = 3e-4
+    kl_anneal_portion: float = 0.3
+    kl_min_coeff: float = 1e-4
+    kl_balance: bool = True
+    weight_decay_norm: float = 1e-2  # lambda for spectral + BN terms
+    num_power_iter: int = 4
+    num_iw_samples: int = 1000
+    bf16: bool = False  # bf16 convs/BN/activations (params, latents, KL, likelihood stay float32)
+    train_steps: int = 0  # > 0: train this many steps (quick runs); 0: epochs × steps per epoch
+    num_eval: int = 200  # test images scored by the IW bound in the experiments
+    mock_data: int = 0  # > 0: use tfds.testing.mock_data with this many examples (smoke runs, no data)
+    data_dir: str = ""  # TFDS data_dir for the full configs ("" = TFDS default)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"Config.dataset: unknown dataset {self.dataset!r}; choose one of {DATASETS}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"Config.output: unknown output {self.output!r}; choose one of {OUTPUTS}")
+        if self.num_groups_per_scale < 1:
+            raise ValueError(f"Config.num_groups_per_scale must be >= 1, got {self.num_groups_per_scale}")
+        if self.num_latent_scales < 1:
+            raise ValueError(f"Config.num_latent_scales must be >= 1, got {self.num_latent_scales}")
+        if self.num_latent_per_group < 1:
+            raise ValueError(f"Config.num_latent_per_group must be >= 1, got {self.num_latent_per_group}")
+        if self.num_nf < 0:
+            raise ValueError(f"Config.num_nf must be >= 0, got {self.num_nf}")
+        down = self.total_downsampling
+        if self.image_size % down != 0:
+            raise ValueError(
+                f"Config.image_size={self.image_size} is not divisible by the total downsampling {down} "
+                f"(2^(num_preprocess_blocks={self.num_preprocess_blocks} + num_latent_scales-1="
+                f"{self.num_latent_scales - 1}))")
+        if self.output == "dmol" and self.channels_in not in (1, 3):
+            raise ValueError(f"Config.channels_in must be 1 or 3 for dmol output, got {self.channels_in}")
+
+    @property
+    def total_downsampling(self) -> int:
+        return 2 ** (self.num_preprocess_blocks + self.num_latent_scales - 1)
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        """Groups per latent scale, finest first."""
+        from shared.hvae import groups_per_scale
+
+        return groups_per_scale(self.num_latent_scales, self.num_groups_per_scale, self.adaptive_groups,
+                                self.min_groups_per_scale)
+
+
+DIGITS = Config(dataset="digits", image_size=16, num_channels=8, num_preprocess_blocks=1,
+                num_preprocess_cells=1, num_postprocess_blocks=1, num_postprocess_cells=1,
+                num_latent_scales=2, num_groups_per_scale=1, num_latent_per_group=4,
+                epochs=30, batch_size=32, warmup_epochs=1, num_iw_samples=50, train_steps=200)
+TINY_MNIST = Config(dataset="mnist", image_size=32, num_channels=16, num_preprocess_blocks=1,
+                    num_preprocess_cells=2, num_postprocess_blocks=1, num_postprocess_cells=2,
+                    num_latent_scales=2, num_groups_per_scale=2, num_latent_per_group=20)
+MNIST = Config(dataset="mnist", image_size=32, num_channels=32, num_preprocess_blocks=2,
+               num_preprocess_cells=3, num_postprocess_blocks=2, num_postprocess_cells=3,
+               num_latent_scales=2, num_groups_per_scale=10, adaptive_groups=True,
+               num_cell_per_group_enc=2, num_cell_per_group_dec=2, epochs=400, batch_size=200)
+CIFAR10 = Config(dataset="cifar10", image_size=32, channels_in=3, output="dmol", num_channels=128,
+                 num_preprocess_blocks=1, num_preprocess_cells=2, num_postprocess_blocks=1,
+                 num_postprocess_cells=2, num_latent_scales=1, num_groups_per_scale=30,
+                 num_cell_per_group_enc=2, num_cell_per_group_dec=2, num_nf=1, epochs=400, batch_size=32)
+CELEBA64 = Config(dataset="celeba64", image_size=64, channels_in=3, output="dmol", num_channels=64,
+                  num_preprocess_blocks=1, num_preprocess_cells=2, num_postprocess_blocks=1,
+                  num_postprocess_cells=2, num_latent_scales=3, num_groups_per_scale=20,
+                  adaptive_groups=True, num_cell_per_group_enc=2, num_cell_per_group_dec=2, num_nf=1,
+                  epochs=90, batch_size=16, weight_decay_norm=1e-1)
+
+
+def smoke(cfg: Config) -> Config:
+    """A few-step, tiny-width variant of a full config on TFDS mock data (the `quick` preset of full runs)."""
+    return dataclasses.replace(
+        cfg, num_channels=8, num_groups_per_scale=min(cfg.num_groups_per_scale, 2), num_latent_per_group=4,
+        num_cell_per_group_enc=1, num_cell_per_group_dec=1, num_preprocess_cells=1, num_postprocess_cells=1,
+        num_mixtures=min(cfg.num_mixtures, 3), batch_size=8, train_steps=2, num_iw_samples=2, num_eval=8,
+        mock_data=16)

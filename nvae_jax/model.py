@@ -1,0 +1,254 @@
+"""The NVAE model in Flax NNX, returning per-example reconstruction NLL and per-group KL.
+
+x [B, H, W, C] in [0, 1] → (recon NLL [B], KL per group [B, G]). Reference: Vahdat & Kautz 2020, Fig. 2-3;
+the flow cells (`num_nf` > 0) follow Sec. 3.2 / App. A and the official `PairedCellAR`.
+With `Config.bf16` the convolutions, BN and activations compute in bfloat16; parameters, the latent
+distributions, the KL and the output likelihood stay in float32.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from nvae_jax.configs import Config
+from nvae_jax.layers import (ARConv, SqueezeExcite, WNConv, bernoulli_log_prob, dmol_log_prob, fan_in_init,
+                             host_normal, swish)
+from shared import hvae
+
+
+def _bn(c, rngs, dtype=None):
+    # NVAE's BN momentum 0.05 (PyTorch convention) = 0.95 decay here; statistics reduced in float32
+    return nnx.BatchNorm(c, momentum=0.95, epsilon=1e-5, dtype=dtype, rngs=rngs)
+
+
+class EncCell(nnx.Module):
+    """x + 0.1·SE(Conv3(Swish(BN(Conv3(Swish(BN(x))))))). [B,H,W,C] → same."""
+
+    def __init__(self, c, *, dtype=None, rngs):
+        self.bn1, self.c1 = _bn(c, rngs, dtype), WNConv(c, c, 3, rngs=rngs)
+        self.bn2, self.c2 = _bn(c, rngs, dtype), WNConv(c, c, 3, rngs=rngs)
+        self.se = SqueezeExcite(c, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.c1(swish(self.bn1(x)))
+        h = self.c2(swish(self.bn2(h)))
+        return x + 0.1 * self.se(h)
+
+
+class DecCell(nnx.Module):
+    """x + 0.1·SE(BN(1×1(Swish(BN(dw5×5(Swish(BN(1×1 expand ×e(BN(x)))))))))). [B,H,W,C] → same."""
+
+    def __init__(self, c, expand=6, *, dtype=None, rngs):
+        e = c * expand
+        self.bn0 = _bn(c, rngs, dtype)
+        self.c1 = nnx.Conv(c, e, (1, 1), use_bias=False, dtype=dtype, kernel_init=fan_in_init(), rngs=rngs)
+        self.bn1 = _bn(e, rngs, dtype)
+        self.dw = nnx.Conv(e, e, (5, 5), feature_group_count=e, use_bias=False, dtype=dtype, kernel_init=fan_in_init(), rngs=rngs)
+        self.bn2 = _bn(e, rngs, dtype)
+        self.c2 = nnx.Conv(e, c, (1, 1), use_bias=False, dtype=dtype, kernel_init=fan_in_init(), rngs=rngs)
+        self.bn3 = _bn(c, rngs, dtype)
+        self.se = SqueezeExcite(c, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        h = swish(self.bn1(self.c1(self.bn0(x))))
+        h = swish(self.bn2(self.dw(h)))
+        return x + 0.1 * self.se(self.bn3(self.c2(h)))
+
+
+class FactorizedReduce(nnx.Module):
+    """Down skip: Swish, four 1×1 stride-2 convs on the four pixel-shifted sub-grids, concat. C → 2C."""
+
+    def __init__(self, c, *, rngs):
+        self.convs = nnx.List([WNConv(c, c // 2, 1, rngs=rngs) for _ in range(4)])
+
+    def __call__(self, x):
+        x = swish(x)
+        subs = [x[:, ::2, ::2], x[:, 1::2, 1::2], x[:, ::2, 1::2], x[:, 1::2, ::2]]
+        return jnp.concatenate([c(s) for c, s in zip(self.convs, subs)], axis=-1)
+
+
+class UpSkip(nnx.Module):
+    """Up skip: bilinear ×2 then 1×1 conv. C → C/2."""
+
+    def __init__(self, c, *, rngs):
+        self.conv = WNConv(c, c // 2, 1, rngs=rngs)
+
+    def __call__(self, x):
+        b, h, w, c = x.shape
+        return self.conv(jax.image.resize(x, (b, 2 * h, 2 * w, c), "bilinear"))
+
+
+class ARShiftCell(nnx.Module):
+    """One autoregressive flow cell: z' = z − μ(z), μ from masked convs (NVAE's `CellAR`).
+
+    μ = ARConv1×1(ELU(ELU(ARdw5×5(ELU(ARConv3×3(z)))))), the first conv with a zero diagonal, so μ at
+    (pixel p, channel i) sees only earlier pixels and, at p, channels < i: the Jacobian is triangular
+    with a unit diagonal, the flow is volume-preserving and log|det| = 0 (returned element-wise).
+    z [B, H, W, L] → (z' [B, H, W, L], log_det [B, H, W, L]).
+    """
+
+    def __init__(self, latent, mirror, expand=6, *, rngs):
+        h = latent * expand
+        self.c1 = ARConv(latent, h, 3, zero_diag=True, mirror=mirror, rngs=rngs)
+        self.dw = ARConv(h, h, 5, zero_diag=False, mirror=mirror, groups=h, rngs=rngs)
+        self.mu = ARConv(h, latent, 1, zero_diag=False, mirror=mirror, init_scale=0.1, rngs=rngs)
+
+    def __call__(self, z):
+        s = jax.nn.elu(self.dw(jax.nn.elu(self.c1(z))))
+        return z - self.mu(jax.nn.elu(s)), jnp.zeros_like(z)
+
+
+class PairedFlow(nnx.Module):
+    """Two `ARShiftCell`s, the second in mirrored (bottom-right first) pixel order; log-dets add."""
+
+    def __init__(self, latent, *, rngs):
+        self.cell1 = ARShiftCell(latent, mirror=False, rngs=rngs)
+        self.cell2 = ARShiftCell(latent, mirror=True, rngs=rngs)
+
+    def __call__(self, z):
+        z, ld1 = self.cell1(z)
+        z, ld2 = self.cell2(z)
+        return z, ld1 + ld2
+
+
+class NVAE(nnx.Module):
+    """Hierarchical VAE: stem, pre-processing, bottom-up encoder, top-down decoder, post-processing."""
+
+    def __init__(self, cfg: Config, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        dt = self.dtype = jnp.bfloat16 if cfg.bf16 else jnp.float32
+        c = cfg.num_channels
+        latent = cfg.num_latent_per_group
+        self.stem = WNConv(cfg.channels_in, c, 3, rngs=rngs)
+        pre = []
+        for _ in range(cfg.num_preprocess_blocks):
+            pre += [EncCell(c, dtype=dt, rngs=rngs) for _ in range(cfg.num_preprocess_cells)]
+            pre.append(FactorizedReduce(c, rngs=rngs))
+            c *= 2
+        self.pre = nnx.List(pre)
+        groups = cfg.groups  # finest first
+        # encoder, finest scale first
+        enc, self.enc_plan = [], []
+        for s, g in enumerate(groups):
+            for _ in range(g):
+                enc.append(nnx.List([EncCell(c, dtype=dt, rngs=rngs) for _ in range(cfg.num_cell_per_group_enc)]))
+                self.enc_plan.append(("group", c))
+            if s < len(groups) - 1:
+                enc.append(FactorizedReduce(c, rngs=rngs))
+                self.enc_plan.append(("down", c))
+                c *= 2
+        self.enc = nnx.List(enc)
+        self.enc0 = WNConv(c, c, 1, rngs=rngs)
+        size = cfg.image_size // cfg.total_downsampling
+        self.const = nnx.Param(host_normal(rngs.params(), (1, size, size, c)))
+        # decoder, coarsest scale first
+        dec, priors, posts, comb_enc, comb_dec, ups = [], [], [], [], [], []
+        for s, g in enumerate(reversed(groups)):
+            for i in range(g):
+                first = s == 0 and i == 0
+                dec.append(nnx.List([] if first else [DecCell(c, dtype=dt, rngs=rngs)
+                                                      for _ in range(cfg.num_cell_per_group_dec)]))
+                priors.append(WNConv(c, 2 * latent, 1, rngs=rngs))
+                comb_enc.append(WNConv(c, c, 1, rngs=rngs))
+                posts.append(WNConv(c, 2 * latent, 3, rngs=rngs))
+                comb_dec.append(WNConv(c + latent, c, 1, rngs=rngs))
+            if s < len(groups) - 1:
+                ups.append(UpSkip(c, rngs=rngs))
+                c //= 2
+        self.dec, self.priors, self.posts = nnx.List(dec), nnx.List(priors), nnx.List(posts)
+        self.comb_enc, self.comb_dec, self.ups = nnx.List(comb_enc), nnx.List(comb_dec), nnx.List(ups)
+        # num_nf paired autoregressive flow cells per latent group, on posterior samples only
+        self.flows = nnx.List([nnx.List([PairedFlow(latent, rngs=rngs) for _ in range(cfg.num_nf)])
+                               for _ in range(len(dec))])
+        post = []
+        for _ in range(cfg.num_postprocess_blocks):
+            post.append(UpSkip(c, rngs=rngs))
+            c //= 2
+            post += [DecCell(c, expand=3, dtype=dt, rngs=rngs) for _ in range(cfg.num_postprocess_cells)]
+        self.post = nnx.List(post)
+        out_c = (cfg.num_mixtures * (1 + 3 * cfg.channels_in) if cfg.output == "dmol"
+                 else cfg.channels_in * (2 if cfg.output == "normal" else 1))
+        self.head = WNConv(c, out_c, 3, rngs=rngs)
+
+    def _decode(self, key, enc_feats, batch, temperature=1.0):
+        groups = self.cfg.groups
+        s_state = jnp.broadcast_to(self.const[...].astype(self.dtype), (batch, *self.const.shape[1:]))
+        kls, gi, keys = [], 0, jax.random.split(key, sum(groups))
+        log_pq = jnp.zeros((batch,), jnp.float32)  # Σ_groups log p(z) − log q(z) (for IW bounds)
+        for s, g in enumerate(reversed(groups)):
+            for i in range(g):
+                for cell in self.dec[gi]:
+                    s_state = cell(s_state)
+                first = s == 0 and i == 0
+                f32 = jnp.float32  # latent distributions in float32 (bf16 compute elsewhere)
+                prior_head = ((lambda h: jnp.zeros((*h.shape[:3], 2 * self.cfg.num_latent_per_group), f32))
+                              if first else (lambda h, k=gi: self.priors[k](jax.nn.elu(h)).astype(f32)))
+                post_head = None
+                feat = None
+                if enc_feats is not None:
+                    feat = enc_feats[gi]
+                    post_head = (lambda e, h, k=gi, f=first: self.posts[k](jax.nn.elu(
+                        e if f else e + self.comb_enc[k](h))).astype(f32))
+                combine = (lambda h, z, k=gi: self.comb_dec[k](jnp.concatenate([h, z.astype(h.dtype)], axis=-1)))
+                flow = None
+                if enc_feats is not None and self.cfg.num_nf > 0:
+                    def flow(z, k=gi):
+                        log_det = jnp.zeros_like(z)
+                        for cell in self.flows[k]:
+                            z, ld = cell(z)
+                            log_det = log_det + ld
+                        return z, log_det
+                s_state, aux = hvae.latent_group_step(keys[gi], s_state, prior_head, combine, feat, post_head,
+                                                      temperature=temperature, flow=flow)
+                if aux["kl"] is not None:
+                    kls.append(jnp.sum(aux["kl"], axis=(1, 2, 3)))
+                    log_pq = log_pq + jnp.sum(aux["log_p"] - aux["log_q"], axis=(1, 2, 3))
+                gi += 1
+            if s < len(groups) - 1:
+                s_state = self.ups[s](s_state)
+        for layer in self.post:
+            s_state = layer(s_state)
+        return self.head(jax.nn.elu(s_state)).astype(jnp.float32), kls, log_pq
+
+    def encode(self, x):
+        """Bottom-up features, one per group, in decoder order (coarsest first)."""
+        h = self.stem((2.0 * x - 1.0).astype(self.dtype))
+        for layer in self.pre:
+            h = layer(h)
+        feats = []
+        for plan, block in zip(self.enc_plan, self.enc):
+            if plan[0] == "group":
+                for cell in block:
+                    h = cell(h)
+                feats.append(h)
+            else:
+                h = block(h)
+        feats[-1] = self.enc0(jax.nn.elu(feats[-1]))
+        return feats[::-1]
+
+    def log_px(self, out, x):
+        """log p(x|z) per example [B]; x in [0, 1]."""
+        cfg = self.cfg
+        if cfg.output == "bernoulli":
+            return jnp.sum(bernoulli_log_prob(out, x), axis=(1, 2, 3))
+        if cfg.output == "dmol":
+            return jnp.sum(dmol_log_prob(out, 2.0 * x - 1.0, cfg.num_mixtures, cfg.num_bits), axis=(1, 2))
+        mu, ls = jnp.split(out, 2, axis=-1)
+        return jnp.sum(hvae.normal_from_params(mu, ls).log_prob(x), axis=(1, 2, 3))
+
+    def __call__(self, x, key):
+        """ELBO pieces: (recon NLL [B], KL per group [B, G], decoder output)."""
+        out, kls, _ = self._decode(key, self.encode(x), x.shape[0])
+        return -self.log_px(out, x), jnp.stack(kls, axis=1), out
+
+    def log_weight(self, x, key):
+        """One importance weight log p(x|z) + log p(z) − log q(z|x), z ~ q; per example [B]."""
+        out, _, log_pq = self._decode(key, self.encode(x), x.shape[0])
+        return self.log_px(out, x) + log_pq
+
+    def sample(self, key, n, temperature=1.0):
+        """Decoder output params for n samples from the prior at `temperature`."""
+        out, _, _ = self._decode(key, None, n, temperature)
+        return out

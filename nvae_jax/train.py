@@ -1,0 +1,165 @@
+"""NVAE training objective on the shared harness (shared/train.py), with NVAE's schedules.
+
+loss = mean_b[recon_b + β·Σ_i w_i KL_bi] + λ·(Σ_convs σ_max(W) + Σ_BN max|γ|)      (NVAE Sec. 3.2, App. A)
+
+β warms up linearly from 1e-4 to 1 over `kl_anneal_portion` of training; w are the KL-balancing
+coefficients (shared.hvae.kl_balance, only while β < 1); σ_max by power iteration with persistent
+vectors (nvae_jax.layers.WNConv.spectral_norm); Adamax(0.9, 0.999, eps 1e-3) with L2 3e-4 added to the
+gradient, lr linear warm-up then cosine to lr_min. Reference: Vahdat & Kautz 2020, arXiv 2007.03898.
+
+β is a pure function of the step counter: the jitted step computes β(state.step) and hands it to the
+loss as `batch["beta"]` (a scalar made inside the step), so a resumed run sees exactly the β schedule
+of an uninterrupted one. Binarised MNIST is dynamically binarised inside the step (Bernoulli draw
+from the step key). Training runs on the shared loop (`shared.loop.fit`): data-parallel mesh,
+checkpoints of the whole `TrainState` (params, Adamax state, BN statistics and the persistent
+power-iteration vectors in `model_state`) plus the grain iterator state; exact resume.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from nvae_jax.configs import Config
+from nvae_jax.layers import WNConv, warm_start_spectral
+from nvae_jax.model import NVAE
+from shared import hvae
+from shared import train as harness
+
+__all__ = ["bn_penalty", "spectral_penalty", "make_optimizer", "nvae_loss", "build", "make_data", "fit",
+           "iw_nll", "nats_to_bpd"]
+
+
+def bn_penalty(model: nnx.Module) -> jax.Array:
+    """Σ over BN layers of max |γ| (NVAE's BN term)."""
+    tot = jnp.float32(0.0)
+    for _, m in nnx.iter_graph(model):
+        if isinstance(m, nnx.BatchNorm) and m.scale is not None:
+            tot = tot + jnp.max(jnp.abs(m.scale[...]))
+    return tot
+
+
+def spectral_penalty(model: nnx.Module, num_iter: int) -> jax.Array:
+    """Σ over weight-normalised convs of σ_max(W reshaped [C_out, C_in·k·k]); updates persistent u, v."""
+    tot = jnp.float32(0.0)
+    for _, m in nnx.iter_graph(model):
+        if isinstance(m, WNConv):
+            tot = tot + m.spectral_norm(num_iter)
+    return tot
+
+
+def make_optimizer(cfg: Config, total_steps: int, warmup_steps: int) -> optax.GradientTransformation:
+    """Adamax(0.9, 0.999, eps 1e-3) with L2 `weight_decay` added to the gradient; lr warm-up then cosine."""
+    warmup_steps = max(1, min(warmup_steps, total_steps - 1))
+    sched = optax.join_schedules([
+        optax.linear_schedule(cfg.learning_rate * 1e-3, cfg.learning_rate, warmup_steps),
+        optax.cosine_decay_schedule(cfg.learning_rate, max(total_steps - warmup_steps, 1),
+                                    alpha=cfg.learning_rate_min / cfg.learning_rate)], [warmup_steps])
+    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.scale_by_adamax(0.9, 0.999, 1e-3),
+                       optax.scale_by_learning_rate(sched))
+
+
+def nvae_loss(model: NVAE, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
+    """NVAE objective for one batch: {"image": [B,H,W,C] in [0,1], "beta": [] (from the step)} → (loss, metrics).
+
+    MNIST (`cfg.dataset == "mnist"`) is binarised here, x ~ Bernoulli(pixel intensity), from the step key.
+    """
+    cfg = model.cfg
+    x = batch["image"]
+    if cfg.dataset == "mnist":
+        x = jax.random.bernoulli(jax.random.fold_in(rng, 1), x).astype(jnp.float32)
+    beta = batch["beta"]
+    alpha = hvae.kl_balancer_coeffs(cfg.groups)
+    recon, kl_groups, _ = model(x, jax.random.fold_in(rng, 0))
+    kl_w, _ = hvae.kl_balance(kl_groups, beta, alpha, cfg.kl_balance)
+    spec = spectral_penalty(model, cfg.num_power_iter)
+    bn = bn_penalty(model)
+    loss = jnp.mean(recon + kl_w) + cfg.weight_decay_norm * (spec + bn)  # the batch reduction
+    nelbo = jnp.mean(recon + jnp.sum(kl_groups, axis=1))
+    return loss, {"nelbo": nelbo, "recon": jnp.mean(recon), "kl": jnp.mean(jnp.sum(kl_groups, axis=1)),
+                  "spectral": spec, "bn": bn, "beta": beta}
+
+
+def build(cfg: Config, total_steps: int, mesh=None):
+    """(graphdef, state placed on the mesh, jitted step) for `total_steps` steps; batches are {"image"}.
+
+    The step is `shared.train.make_step` of `nvae_loss`, wrapped to put β(state.step) into the batch,
+    jitted with the harness's shardings (`mesh` defaults to all devices).
+    """
+    if total_steps < 1:
+        raise ValueError(f"build: total_steps must be >= 1, got {total_steps}")
+    mesh = harness.make_mesh() if mesh is None else mesh
+    model = NVAE(cfg, rngs=nnx.Rngs(cfg.seed))
+    warm_start_spectral(model, 40)  # NVAE's long first power-iteration estimate
+    warm = max(1, int(round(total_steps * cfg.warmup_epochs / max(cfg.epochs, 1))))
+    tx = make_optimizer(cfg, total_steps, warm)
+    graphdef, state = harness.create_train_state(model, tx, jax.random.PRNGKey(cfg.seed))
+    inner = harness.make_step(harness.nnx_loss(graphdef, nvae_loss), tx)
+
+    def step(state, batch):
+        beta = hvae.kl_warmup_coeff(state.step, total_steps, cfg.kl_anneal_portion, cfg.kl_min_coeff)
+        return inner(state, {**batch, "beta": beta})
+
+    shardings = harness.state_sharding(state, mesh)
+    state = jax.device_put(state, shardings)
+    jitted = jax.jit(step, in_shardings=(shardings, harness.batch_sharding(mesh)),
+                     out_shardings=(shardings, harness.replicated(mesh)),
+                     donate_argnums=harness.donate_state_argnums())
+    return graphdef, state, jitted
+
+
+def make_data(cfg: Config, images: np.ndarray, transform=None):
+    """A shuffled, repeated, batched grain dataset of {"image"} from images [N, H, W, C] (or raw source)."""
+    from shared.data import ArraySource, make_dataset
+
+    source = ArraySource({"image": images}) if isinstance(images, np.ndarray) else images
+    return make_dataset(source, batch_size=cfg.batch_size, seed=cfg.seed, transform=transform)
+
+
+def fit(cfg: Config, images, steps: int, *, ctx=None, checkpoint_dir: str | pathlib.Path | None = None,
+        resume: bool = False, checkpoint_every: int = 0, log_every: int = 25, desc: str = "nvae",
+        transform=None, mesh=None):
+    """Train `steps` steps on images [N,H,W,C] in [0, 1] (or a random-access source + `transform`).
+
+    Runs `shared.loop.fit` (checkpoints under `checkpoint_dir` every `checkpoint_every` steps and at
+    the end; `resume` continues from the newest one exactly). Returns (graphdef, state, history) with
+    history a list of {"step", "nelbo", "loss", ...} window means.
+    """
+    from shared.loop import fit as loop_fit
+
+    mesh = harness.make_mesh() if mesh is None else mesh
+    graphdef, state, step_fn = build(cfg, steps, mesh)
+    ckpt = harness.Checkpointer(checkpoint_dir, keep=2) if checkpoint_dir is not None else None
+    state, hist = loop_fit(state=state, train_step=step_fn, dataset=make_data(cfg, images, transform),
+                           mesh=mesh, num_steps=steps, checkpointer=ckpt, checkpoint_every=checkpoint_every,
+                           resume=resume, log_every=log_every, config=cfg, ctx=ctx, desc=desc)
+    return graphdef, state, hist
+
+
+def iw_nll(graphdef, state, x: jax.Array, key: jax.Array, k: int, chunk: int = 10) -> jax.Array:
+    """−log p(x) by the importance-weighted bound with k samples (eval-mode BN); per example [B], nats.
+
+    log p(x) ≈ logsumexp_k(log p(x|z_k) + log p(z_k) − log q(z_k|x)) − log K (shared.hvae.iw_log_likelihood).
+    """
+    @jax.jit
+    def weights(params, model_state, keys):
+        model = nnx.merge(graphdef, params, model_state)
+        model.eval()
+        return jax.lax.map(lambda kk: model.log_weight(x, kk), keys)  # [k, B]
+
+    keys = jax.random.split(key, k)
+    lw = jnp.concatenate([weights(state.params, state.model_state, keys[i:i + chunk])
+                          for i in range(0, k, chunk)], axis=0)
+    return -hvae.iw_log_likelihood(lw)
+
+
+def nats_to_bpd(nll: float, dims: int) -> float:
+    """bits/dim = NLL / (ln 2 · dims)."""
+    return nll / (math.log(2.0) * dims)

@@ -1,0 +1,108 @@
+"""NVAE flow cells and bf16: autoregressive structure, log-det vs the autodiff Jacobian, bf16 ≈ fp32."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from nvae_jax.configs import DIGITS
+from nvae_jax.layers import ARConv, ar_conv_mask
+from nvae_jax.model import NVAE, ARShiftCell, PairedFlow
+
+SHAPE = (1, 3, 3, 2)  # one image, 3×3 pixels, 2 latent channels: an 18×18 Jacobian
+
+
+def _jacobian(f, z):
+    flat = lambda v: f(v.reshape(SHAPE))[0].reshape(-1)  # noqa: E731
+    return np.asarray(jax.jit(jax.jacfwd(flat))(z.reshape(-1)))  # one compilation, not one per eager op
+
+
+def _perturb(module, key):
+    """Random (non-init) weights so every unmasked connection is active."""
+    state = nnx.state(module, nnx.Param)
+    leaves, tree = jax.tree.flatten(state)
+    keys = jax.random.split(key, len(leaves))
+    nnx.update(module, jax.tree.unflatten(tree, [x + 0.5 * jax.random.normal(k, x.shape)
+                                                 for x, k in zip(leaves, keys)]))
+
+
+def test_shift_cell_is_autoregressive_with_unit_diagonal():
+    cell = ARShiftCell(2, mirror=False, rngs=nnx.Rngs(0))
+    _perturb(cell, jax.random.PRNGKey(1))
+    z = jax.random.normal(jax.random.PRNGKey(2), SHAPE)
+    jac = _jacobian(cell, z)  # [out, in], flat index = pixel·2 + channel (raster order, then channel)
+    np.testing.assert_allclose(np.triu(jac, 1), 0.0, atol=1e-6)  # out depends only on earlier inputs
+    np.testing.assert_allclose(np.diag(jac), 1.0, atol=1e-6)
+    assert np.abs(np.tril(jac, -1)).max() > 1e-3  # and does depend on them
+    # the mirrored cell is autoregressive in the reversed pixel order
+    cell_m = ARShiftCell(2, mirror=True, rngs=nnx.Rngs(3))
+    _perturb(cell_m, jax.random.PRNGKey(4))
+    jm = _jacobian(cell_m, z)
+    order = (np.arange(9)[::-1][:, None] * 2 + np.arange(2)[None, :]).reshape(-1)  # reversed pixels
+    np.testing.assert_allclose(np.triu(jm[np.ix_(order, order)], 1), 0.0, atol=1e-6)
+
+
+def test_paired_flow_log_det_matches_autodiff_jacobian():
+    flow = PairedFlow(2, rngs=nnx.Rngs(5))
+    _perturb(flow, jax.random.PRNGKey(6))
+    z = jax.random.normal(jax.random.PRNGKey(7), SHAPE)
+    _, log_det = flow(z)
+    jac = _jacobian(flow, z)
+    sign, logabs = np.linalg.slogdet(jac.astype(np.float64))
+    assert sign > 0
+    np.testing.assert_allclose(logabs, float(jnp.sum(log_det)), atol=1e-4)
+    assert np.abs(jac - np.eye(18)).max() > 1e-2  # not the identity: a real transformation
+
+
+def test_ar_conv_mask_blocks():
+    m = ar_conv_mask(3, 2, 4, 1, zero_diag=True, mirror=False)  # [k, k, in, out]
+    assert m[2].sum() == 0 and m[1, 2].sum() == 0 and m[0].all() and m[1, 0].all()
+    np.testing.assert_array_equal(m[1, 1], [[0, 0, 1, 1], [0, 0, 0, 0]])  # out block 1 sees in-channel 0
+    np.testing.assert_array_equal(ar_conv_mask(1, 4, 2, 1, zero_diag=False, mirror=False)[0, 0],
+                                  [[1, 1], [1, 1], [0, 1], [0, 1]])
+    np.testing.assert_array_equal(ar_conv_mask(3, 2, 4, 1, True, True), m[::-1, ::-1])
+    conv = ARConv(2, 4, 3, zero_diag=True, mirror=False, rngs=nnx.Rngs(0))
+    assert float(jnp.abs(conv.weight() * (1 - m)).max()) == 0.0
+
+
+# smallest model with a hierarchy: 4×4 input, 1 pre block, 1 latent scale × 2 groups
+SMALL = dataclasses.replace(DIGITS, image_size=4, num_channels=4, num_latent_per_group=2, num_latent_scales=1,
+                            num_groups_per_scale=2)
+
+
+def test_model_with_flows_kl_is_log_q_minus_log_p():
+    cfg = dataclasses.replace(SMALL, num_nf=1)
+    model = NVAE(cfg, rngs=nnx.Rngs(0))
+    assert len(model.flows) == sum(cfg.groups) and all(len(f) == 1 for f in model.flows)
+    x = (jax.random.uniform(jax.random.PRNGKey(1), (3, 4, 4, 1)) > 0.5).astype(jnp.float32)
+
+    @nnx.jit
+    def both(m, x, key):
+        recon, kl, _ = m(x, key)
+        return recon, kl, m.log_weight(x, key)  # same key, same z
+
+    recon, kl, lw = both(model, x, jax.random.PRNGKey(2))
+    # log w = log p(x|z) + log p(z) − log q(z|x) = −recon − Σ_groups (log q − log p), the MC KL with flows
+    np.testing.assert_allclose(lw, -recon - jnp.sum(kl, axis=1), rtol=1e-4, atol=1e-3)
+    # the flows act: without them the same posterior draws give another KL
+    model.flows = nnx.List([nnx.List([]) for _ in model.flows])
+    _, kl0, _ = both(model, x, jax.random.PRNGKey(2))
+    assert float(jnp.abs(kl0 - kl).max()) > 1e-4
+
+
+@pytest.mark.slow  # two model compilations (~25 s on the loaded sandbox)
+def test_bf16_forward_close_to_fp32():
+    cfg = dataclasses.replace(SMALL, num_channels=8)
+    m32 = NVAE(cfg, rngs=nnx.Rngs(0))
+    m16 = NVAE(dataclasses.replace(cfg, bf16=True), rngs=nnx.Rngs(0))
+    x = (jax.random.uniform(jax.random.PRNGKey(1), (4, 4, 4, 1)) > 0.5).astype(jnp.float32)
+    fwd = nnx.jit(lambda m, x, k: m(x, k))
+    r32, kl32, o32 = fwd(m32, x, jax.random.PRNGKey(3))
+    r16, kl16, o16 = fwd(m16, x, jax.random.PRNGKey(3))
+    assert r16.dtype == kl16.dtype == o16.dtype == jnp.float32  # likelihoods in float32
+    assert m16.stem(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16  # convs compute in bf16
+    np.testing.assert_allclose(r16, r32, rtol=3e-2)
+    np.testing.assert_allclose(jnp.sum(kl16, 1), jnp.sum(kl32, 1), rtol=5e-2, atol=0.2)

@@ -1,0 +1,91 @@
+"""NVAE training on the harness: 8-device vs 1-device equality, persistent power-iteration state, eval."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from nvae_jax import train
+from nvae_jax.configs import DIGITS
+from nvae_jax.layers import SpectralVector, WNConv
+from nvae_jax.model import NVAE
+from shared import train as harness
+
+# the smallest model with a real hierarchy: 8×8 input, 1 pre block, 2 latent scales × 1 group
+TINY = dataclasses.replace(DIGITS, image_size=8, num_channels=4, num_latent_per_group=2, batch_size=8,
+                           num_postprocess_cells=1, num_preprocess_cells=1)
+
+
+def _batches(n=2):
+    rng = np.random.default_rng(0)
+    x = (rng.random((n, 8, 8, 8, 1)) > 0.5).astype(np.float32)
+    return [{"image": x[i]} for i in range(n)]
+
+
+def _two_steps(mesh):
+    _, state, step = train.build(TINY, 10, mesh=mesh)
+    losses = []
+    for b in _batches():
+        state, m = step(state, harness.shard_batch(b, mesh))
+        losses.append(float(m["loss"]))
+    return losses, jax.device_get(state)
+
+
+@pytest.mark.slow  # two compilations of the train step (~1 min on the loaded 2-core sandbox)
+def test_eight_devices_match_one_device(devices):
+    losses8, s8 = _two_steps(harness.make_mesh(devices=devices))
+    losses1, s1 = _two_steps(harness.make_mesh(devices=devices[:1]))
+    np.testing.assert_allclose(losses8, losses1, rtol=2e-5)
+    for a, b in zip(jax.tree.leaves(s8.params), jax.tree.leaves(s1.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # BN statistics and power-iteration vectors (model_state) move and agree too
+    for a, b in zip(jax.tree.leaves(s8.model_state), jax.tree.leaves(s1.model_state)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert int(s8.skipped) == 0 and np.isfinite(losses8).all()
+
+
+def _spectral(graphdef, state):
+    model = nnx.merge(graphdef, state.params, state.model_state)
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, SpectralVector))]
+
+
+@pytest.mark.slow  # two fits, each compiling the step (~2.5 min on the loaded 2-core sandbox)
+def test_checkpoint_resume_is_exact_and_keeps_power_iteration_vectors(tmp_path):
+    x = (np.random.default_rng(0).random((32, 8, 8, 1)) > 0.5).astype(np.float32)
+    graphdef, init, _ = train.build(TINY, 3)
+    full_dir = tmp_path / "full"
+    _, full, hist = train.fit(TINY, x, 3, checkpoint_dir=full_dir, checkpoint_every=2, log_every=1)
+    assert [h["step"] for h in hist] == [1, 2, 3] and int(full.skipped) == 0
+    # β comes from the step counter: 1e-4 at step 0, then step / (0.3 · 3)
+    np.testing.assert_allclose([h["beta"] for h in hist], [1e-4, 1 / 0.9, 1.0][:1] + [min(1, 1 / 0.9), 1.0],
+                               rtol=1e-5)
+    # the persistent u, v moved during training
+    assert any(np.abs(a - b).max() > 1e-6 for a, b in zip(_spectral(graphdef, init), _spectral(graphdef, full)))
+    # resume from the step-2 checkpoint (drop the final one): ends bit-for-bit where the full run did
+    import shutil
+
+    shutil.copytree(full_dir, tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "3")
+    _, resumed, hist_r = train.fit(TINY, x, 3, checkpoint_dir=tmp_path / "resumed", resume=True, log_every=1)
+    assert [h["step"] for h in hist_r] == [1, 2, 3]
+    for a, b in zip(jax.tree.leaves(jax.device_get(resumed)), jax.tree.leaves(jax.device_get(full))):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.concatenate(_spectral(graphdef, resumed)),
+                                  np.concatenate(_spectral(graphdef, full)))
+
+
+def test_spectral_norm_persistent_vectors_track_largest_singular_value():
+    conv = WNConv(3, 5, 3, rngs=nnx.Rngs(0))
+    s_true = np.linalg.svd(np.asarray(conv.weight_matrix()), compute_uv=False)[0]
+    u0 = np.asarray(conv.sn_u[...])
+    s = float(conv.spectral_norm(200))
+    assert abs(s - s_true) < 1e-3 * s_true
+    # the vectors are model state (not params) and are updated in place
+    assert not isinstance(conv.sn_u, nnx.Param)
+    assert np.asarray(conv.sn_u[...]).shape == u0.shape == (5,)
+    assert np.abs(np.asarray(conv.sn_u[...]) - u0).max() > 1e-3  # random at init, moved by the iteration
+    assert len(jax.tree.leaves(nnx.state(conv, SpectralVector))) == 2  # travels with the model state
+
