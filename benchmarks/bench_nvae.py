@@ -1,9 +1,28 @@
 """Times full NVAE training steps (forward, balanced KL, spectral + BN terms, backward, Adamax), fp32.
 
-python benchmarks/bench_nvae.py --config tiny_mnist|mnist --batch 8 --steps 10
-Prints one JSON line (step_s_mean, step_s_median, compile_s, peak_rss_mb) and appends it to
-benchmarks/results/nvae.jsonl. The step is `nvae_jax.train.build`'s jitted step (β from the step counter).
-The PyTorch peer (--peer-src, NVlabs/NVAE) is not implemented yet.
+python benchmarks/bench_nvae.py --config tiny_mnist|mnist --batch 8 --steps 10 [--repeats 5]
+    [--peer-src /path/to/NVlabs/NVAE] [--peer-python /work/venv-torch/bin/python]
+
+Prints one JSON line and appends it to benchmarks/results/nvae.jsonl. The step is `nvae_jax.train.build`'s
+jitted step (β from the step counter). Timing: after compile and 2 warm-up steps, `--repeats` windows of
+`--steps` steps; `step_s_median` is the median of the per-window mean step times, `step_s_mean` the mean
+over all timed steps.
+
+With `--peer-src` (a checkout of NVlabs/NVAE outside this repository, used read-only), the official
+PyTorch `AutoEncoder` is built with the same architecture and trained with the same step as its
+train.py (forward, `utils.kl_balancer` with KL balancing, `spectral_norm_parallel` + `batchnorm_loss`,
+backward, Adamax with eps 1e-3), fp32 (no autocast / GradScaler: fp32 on both sides), on the same
+random binarised 32×32 batch. Each side runs in its own long-lived worker subprocess (ours under this
+interpreter, the peer under `--peer-python`); the parent alternates timed windows (ours, peer, ours,
+peer, ...) so only one side computes at a time and machine-load drifts hit both. Peak memory is each
+worker's own peak RSS (getrusage RUSAGE_SELF). The ratios printed are peer step time / ours (> 1: we
+are faster) and our peak RSS / peer peak RSS (< 1: we use less).
+
+CPU run-time patches for the official code (its files are never edited): a `tensorboardX` stub module,
+`torch.Tensor.cuda` / `nn.Module.cuda` as identity, the fused sync-BN+Swish layer
+(`thirdparty.inplaced_sync_batchnorm.SyncBatchNormSwish`) replaced by a stub module whose class is
+`nn.BatchNorm2d` followed by SiLU (same maths, single process), and `neural_operations.SYNC_BN = False`
+(plain `nn.BatchNorm2d`, which is what SyncBN computes in one process).
 """
 
 from __future__ import annotations
@@ -11,44 +30,340 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
-import jax
 import numpy as np
+
+TAG = "@@NVAE_BENCH "  # prefix of protocol lines on the workers' stdout (the official code prints too)
+WARM_STEPS = 2
+TOTAL_STEPS = 1000  # schedule length given to both sides (KL warm-up, lr warm-up)
+
+# The peer driver, run as `peer_python driver.py SRC CONFIG_JSON`; it is written to a temp dir at run time.
+PEER_DRIVER = r'''
+import json, resource, sys, time, types
+src, spec = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, src)
+
+# patch 1: tensorboardX (imported by utils.py) -> stub
+class _NoWriter:
+    def __init__(self, *a, **k): pass
+    def __getattr__(self, name): return lambda *a, **k: None
+tbx = types.ModuleType("tensorboardX"); tbx.SummaryWriter = _NoWriter
+sys.modules.setdefault("tensorboardX", tbx)
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# patch 2: hard-coded .cuda() -> identity on CPU
+torch.Tensor.cuda = lambda self, *a, **k: self
+nn.Module.cuda = lambda self, *a, **k: self
+
+# patch 3: fused SyncBN+Swish (CUDA-only) -> BatchNorm2d then SiLU, same maths in one process
+import thirdparty
+bn_stub = types.ModuleType("thirdparty.inplaced_sync_batchnorm")
+class SyncBatchNormSwish(nn.BatchNorm2d):
+    def forward(self, x):
+        return F.silu(super().forward(x))
+bn_stub.SyncBatchNormSwish = SyncBatchNormSwish
+sys.modules["thirdparty.inplaced_sync_batchnorm"] = bn_stub
+thirdparty.inplaced_sync_batchnorm = bn_stub
+
+import neural_operations
+neural_operations.SYNC_BN = False  # plain BatchNorm2d (no process group on CPU)
+import utils
+from model import AutoEncoder
+
+def say(kind, obj):
+    sys.stdout.write("@@NVAE_BENCH " + kind + " " + json.dumps(obj) + "\n"); sys.stdout.flush()
+
+if spec["threads"] > 0:
+    torch.set_num_threads(spec["threads"])
+torch.manual_seed(spec["seed"]); np.random.seed(spec["seed"])
+t0 = time.perf_counter()
+args = types.SimpleNamespace(**spec["args"])
+model = AutoEncoder(args, _NoWriter(), utils.get_arch_cells(args.arch_instance))
+model.train()
+opt = torch.optim.Adamax(model.parameters(), args.learning_rate, weight_decay=args.weight_decay, eps=1e-3)
+alpha_i = utils.kl_balancer_coeff(num_scales=model.num_latent_scales, groups_per_scale=model.groups_per_scale,
+                                  fun="square")
+x = torch.from_numpy(np.load(spec["batch"])).permute(0, 3, 1, 2).contiguous()  # [B,H,W,C] -> [B,C,H,W]
+total, warm_iters = spec["total_steps"], spec["warmup_iters"]
+gstep = 0
+
+def train_step():
+    # as NVAE train.py `train`, fp32 (no autocast / GradScaler), one process
+    global gstep
+    if gstep < warm_iters:
+        for g in opt.param_groups:
+            g["lr"] = args.learning_rate * float(gstep) / warm_iters
+    opt.zero_grad()
+    logits, log_q, log_p, kl_all, kl_diag = model(x)
+    output = model.decoder_output(logits)
+    kl_coeff = utils.kl_coeff(gstep, args.kl_anneal_portion * total, args.kl_const_portion * total,
+                              args.kl_const_coeff)
+    recon_loss = utils.reconstruction_loss(output, x, crop=model.crop_output)
+    balanced_kl, _, _ = utils.kl_balancer(kl_all, kl_coeff, kl_balance=True, alpha_i=alpha_i)
+    loss = torch.mean(recon_loss + balanced_kl)
+    norm_loss = model.spectral_norm_parallel()
+    bn_loss = model.batchnorm_loss()
+    loss = loss + norm_loss * args.weight_decay_norm + bn_loss * args.weight_decay_norm
+    loss.backward()
+    opt.step()
+    gstep += 1
+    return float(loss.detach())
+
+build_s = time.perf_counter() - t0
+t0 = time.perf_counter()
+for _ in range(spec["warm_steps"]):
+    loss = train_step()
+say("READY", {"build_s": build_s, "warmup_s": time.perf_counter() - t0, "loss": loss,
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "params_m": sum(p.numel() for p in model.parameters()) / 1e6})
+for line in sys.stdin:
+    cmd = line.split()
+    if not cmd:
+        continue
+    if cmd[0] == "window":
+        times = []
+        for _ in range(int(cmd[1])):
+            t = time.perf_counter(); loss = train_step(); times.append(time.perf_counter() - t)
+        say("WINDOW", {"times": times, "loss": loss})
+    elif cmd[0] == "quit":
+        say("DONE", {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+        break
+'''
+
+
+def _config(name: str, batch: int):
+    from nvae_jax import configs
+
+    return dataclasses.replace({"tiny_mnist": configs.TINY_MNIST, "mnist": configs.MNIST}[name], batch_size=batch)
+
+
+def _batch(batch: int) -> np.ndarray:
+    """Random binarised images [B, 32, 32, 1] (seed 0), identical for both sides."""
+    rng = np.random.default_rng(0)
+    return (rng.random((batch, 32, 32, 1)) > 0.5).astype(np.float32)
+
+
+class _Ours:
+    """Our jitted step on one fixed batch: compile + warm-up at construction, `window(n)` -> step times."""
+
+    def __init__(self, config: str, batch: int):
+        import jax
+
+        from nvae_jax import train
+
+        self.jax = jax
+        t = time.perf_counter()
+        _, self.state, self.step = train.build(_config(config, batch), TOTAL_STEPS)
+        self.build_s = time.perf_counter() - t
+        self.batch = {"image": _batch(batch)}
+        t = time.perf_counter()
+        self.state, m = self.step(self.state, self.batch)
+        jax.block_until_ready(m)
+        self.compile_s = time.perf_counter() - t  # first call: trace + lower + XLA compile + one step
+        for _ in range(WARM_STEPS):
+            self.state, m = self.step(self.state, self.batch)
+        jax.block_until_ready((self.state, m))
+        self.info = {"build_s": self.build_s, "compile_s": self.compile_s, "backend": jax.default_backend(),
+                     "device": str(jax.devices()[0])}
+
+    def window(self, n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            self.state, m = self.step(self.state, self.batch)
+            self.jax.block_until_ready((self.state, m))
+            times.append(time.perf_counter() - t)
+        return times
+
+
+def _say(kind: str, obj) -> None:
+    sys.stdout.write(f"{TAG}{kind} {json.dumps(obj)}\n")
+    sys.stdout.flush()
+
+
+def _serve_ours(config: str, batch: int) -> None:
+    """Worker mode: the same line protocol as the peer driver (READY, then `window N` / `quit`)."""
+    ours = _Ours(config, batch)
+    _say("READY", ours.info)
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd and cmd[0] == "window":
+            _say("WINDOW", {"times": ours.window(int(cmd[1]))})
+        elif cmd and cmd[0] == "quit":
+            _say("DONE", {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+            break
+
+
+class _Worker:
+    """A worker subprocess speaking the TAG line protocol; stderr goes to a file shown on failure."""
+
+    def __init__(self, name: str, argv: list[str], tmp: pathlib.Path, cwd: str | None = None, threads: int = 0):
+        self.name = name
+        self.err_path = tmp / f"{name}.stderr"
+        self.err = self.err_path.open("w")
+        env, pin = dict(os.environ), None
+        if threads > 0:  # pin to the first `threads` CPUs (XLA sizes its pool from the affinity mask)
+            cpus = sorted(os.sched_getaffinity(0))[:threads]
+            env["OMP_NUM_THREADS"] = str(threads)
+
+            def pin():
+                os.sched_setaffinity(0, cpus)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
+                                     text=True, bufsize=1, cwd=cwd, env=env, preexec_fn=pin)
+
+    def expect(self, kind: str) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith(TAG):
+                got, _, payload = line[len(TAG):].partition(" ")
+                if got != kind:
+                    self.fail(f"expected {kind}, got {got}")
+                return json.loads(payload)
+        self.fail(f"exited (rc={self.proc.wait()}) before sending {kind}")
+
+    def send(self, cmd: str) -> None:
+        try:
+            self.proc.stdin.write(cmd + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self.fail("exited early (broken pipe)")
+
+    def fail(self, why: str):
+        self.err.flush()
+        tail = self.err_path.read_text()[-4000:]
+        self.close()
+        raise SystemExit(f"bench_nvae: the {self.name} worker {why}.\n--- its stderr (tail) ---\n{tail}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.err.close()
+
+
+def _peer_spec(config: str, batch: int, batch_file: pathlib.Path, threads: int = 0) -> dict:
+    """Official train.py arguments equal to our config (names as in its argparse)."""
+    cfg = _config(config, batch)
+    if cfg.dataset != "mnist" or cfg.image_size != 32 or cfg.output != "bernoulli":
+        raise ValueError(f"--peer-src: only the 32x32 Bernoulli MNIST configs are mapped, got {config!r}")
+    args = dict(dataset="mnist", num_x_bits=8, arch_instance="res_mbconv", use_se=cfg.use_se, res_dist=True,
+                num_channels_enc=cfg.num_channels, num_channels_dec=cfg.num_channels,
+                num_preprocess_blocks=cfg.num_preprocess_blocks, num_preprocess_cells=cfg.num_preprocess_cells,
+                num_postprocess_blocks=cfg.num_postprocess_blocks,
+                num_postprocess_cells=cfg.num_postprocess_cells,
+                num_cell_per_cond_enc=cfg.num_cell_per_group_enc, num_cell_per_cond_dec=cfg.num_cell_per_group_dec,
+                num_latent_scales=cfg.num_latent_scales, num_groups_per_scale=cfg.num_groups_per_scale,
+                num_latent_per_group=cfg.num_latent_per_group, ada_groups=cfg.adaptive_groups,
+                min_groups_per_scale=cfg.min_groups_per_scale, num_nf=cfg.num_nf, num_mixture_dec=cfg.num_mixtures,
+                learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                weight_decay_norm=cfg.weight_decay_norm, kl_anneal_portion=cfg.kl_anneal_portion,
+                kl_const_portion=1e-4, kl_const_coeff=cfg.kl_min_coeff, batch_size=batch)
+    warm = max(1, int(round(TOTAL_STEPS * cfg.warmup_epochs / max(cfg.epochs, 1))))
+    return {"args": args, "seed": cfg.seed, "batch": str(batch_file), "total_steps": TOTAL_STEPS,
+            "warmup_iters": warm, "warm_steps": WARM_STEPS, "threads": threads}
+
+
+def _summary(windows: list[list[float]]) -> dict:
+    flat = [t for w in windows for t in w]
+    return {"step_s_median": statistics.median(statistics.mean(w) for w in windows),
+            "step_s_mean": statistics.mean(flat), "step_s_min_window": min(statistics.mean(w) for w in windows),
+            "window_means": [round(statistics.mean(w), 5) for w in windows]}
+
+
+def _race(args) -> dict:
+    src = pathlib.Path(args.peer_src)
+    missing = [f for f in ("model.py", "utils.py", "neural_operations.py", "distributions.py",
+                           "thirdparty/__init__.py") if not (src / f).is_file()]
+    if missing:
+        raise SystemExit(f"bench_nvae: --peer-src {src} is not an NVlabs/NVAE checkout (missing {missing})")
+    if not pathlib.Path(args.peer_python).is_file():
+        raise SystemExit(f"bench_nvae: --peer-python {args.peer_python} does not exist (needs torch, CPU is fine)")
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench_nvae_") as d:
+        tmp = pathlib.Path(d)
+        np.save(tmp / "batch.npy", _batch(args.batch))
+        (tmp / "peer_driver.py").write_text(PEER_DRIVER)
+        spec = _peer_spec(args.config, args.batch, tmp / "batch.npy", args.threads)
+        # ours first, alone, so its compile does not share the cores with the peer's start-up
+        ours = _Worker("ours", [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config",
+                                args.config, "--batch", str(args.batch)], tmp, threads=args.threads)
+        peer = None
+        try:
+            ours_info = ours.expect("READY")
+            peer = _Worker("peer", [args.peer_python, str(tmp / "peer_driver.py"), str(src), json.dumps(spec)], tmp,
+                           cwd=str(tmp), threads=args.threads)
+            peer_info = peer.expect("READY")
+            wins = {"ours": [], "peer": []}
+            for r in range(args.repeats):
+                order = (("ours", ours), ("peer", peer)) if r % 2 == 0 else (("peer", peer), ("ours", ours))
+                for name, w in order:
+                    w.send(f"window {args.steps}")
+                    wins[name].append(w.expect("WINDOW")["times"])
+            for w in (ours, peer):
+                w.send("quit")
+            ours_rss, peer_rss = ours.expect("DONE")["peak_rss_mb"], peer.expect("DONE")["peak_rss_mb"]
+        finally:
+            ours.close()
+            if peer is not None:
+                peer.close()
+    o, p = _summary(wins["ours"]), _summary(wins["peer"])
+    return {**o, **ours_info, "peak_rss_mb": ours_rss,
+            "peer": {**p, **peer_info, "peak_rss_mb": peer_rss, "src": str(src), "python": args.peer_python,
+                     "precision": "fp32", "optimizer": "torch.optim.Adamax(eps=1e-3)"},
+            "ratio_time_peer_over_ours": p["step_s_median"] / o["step_s_median"],
+            "ratio_rss_ours_over_peer": ours_rss / peer_rss,
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="tiny_mnist", choices=["tiny_mnist", "mnist"])
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per window")
+    ap.add_argument("--repeats", type=int, default=5, help="timed windows per side (interleaved with the peer)")
+    ap.add_argument("--peer-src", default=None, help="local NVlabs/NVAE checkout (read-only), enables the race")
+    ap.add_argument("--peer-python", default="/work/venv-torch/bin/python", help="interpreter with torch")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="with --peer-src: pin both workers to this many CPUs (torch threads = this); 0 = defaults")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from nvae_jax import configs, train
-
-    cfg = dataclasses.replace({"tiny_mnist": configs.TINY_MNIST, "mnist": configs.MNIST}[args.config],
-                              batch_size=args.batch)
-    _, state, step = train.build(cfg, 1000)
-    rng = np.random.default_rng(0)
-    batch = {"image": (rng.random((args.batch, 32, 32, 1)) > 0.5).astype(np.float32)}
-    t = time.perf_counter()
-    state, m = step(state, batch)
-    jax.block_until_ready(m)
-    compile_s = time.perf_counter() - t
-    times = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        state, m = step(state, batch)
-        jax.block_until_ready((state, m))
-        times.append(time.perf_counter() - t)
+    for name in ("batch", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if not 0 <= args.threads <= len(os.sched_getaffinity(0)):
+        ap.error(f"--threads must be in [0, {len(os.sched_getaffinity(0))}], got {args.threads}")
+    if args.worker:
+        _serve_ours(args.config, args.batch)
+        return
     rec = {"bench": "nvae", "config": args.config, "batch": args.batch, "steps": args.steps,
-           "step_s_mean": statistics.mean(times), "step_s_median": statistics.median(times),
-           "compile_s": compile_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "backend": jax.default_backend(), "device": str(jax.devices()[0])}
+           "repeats": args.repeats, "threads": args.threads or "default"}
+    if args.peer_src:
+        rec.update(_race(args))
+    else:
+        ours = _Ours(args.config, args.batch)
+        windows = [ours.window(args.steps) for _ in range(args.repeats)]
+        rec.update({**_summary(windows), **ours.info,
+                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                    "loadavg": [round(x, 2) for x in os.getloadavg()]})
     line = json.dumps(rec)
     print(line)
+    if "peer" in rec:
+        print(f"peer/ours step time: {rec['ratio_time_peer_over_ours']:.2f}x "
+              f"(ours {rec['step_s_median']:.3f} s, peer {rec['peer']['step_s_median']:.3f} s); "
+              f"ours/peer peak RSS: {rec['ratio_rss_ours_over_peer']:.2f} "
+              f"(ours {rec['peak_rss_mb']:.0f} MB, peer {rec['peer']['peak_rss_mb']:.0f} MB)")
     out = pathlib.Path(__file__).parent / "results" / "nvae.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:

@@ -21,11 +21,11 @@ class Config:
     channels_in: int = 1
     output: str = "bernoulli"  # bernoulli | dmol | normal
     num_bits: int = 8
-    num_channels: int = 16  # channels at the first latent scale (after pre-processing)
+    num_channels: int = 16  # stem width; doubled by each pre-processing block and at each coarser latent scale
     num_preprocess_blocks: int = 1
-    num_preprocess_cells: int = 2
+    num_preprocess_cells: int = 2  # per block, the last one a down cell
     num_postprocess_blocks: int = 1
-    num_postprocess_cells: int = 2
+    num_postprocess_cells: int = 2  # per block, the first one an up cell
     num_latent_scales: int = 2
     num_groups_per_scale: int = 2
     adaptive_groups: bool = False
@@ -67,6 +67,10 @@ class Config:
             raise ValueError(f"Config.num_latent_scales must be >= 1, got {self.num_latent_scales}")
         if self.num_latent_per_group < 1:
             raise ValueError(f"Config.num_latent_per_group must be >= 1, got {self.num_latent_per_group}")
+        for name in ("num_preprocess_cells", "num_postprocess_cells", "num_cell_per_group_enc",
+                     "num_cell_per_group_dec"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Config.{name} must be >= 1, got {getattr(self, name)}")
         if self.num_nf < 0:
             raise ValueError(f"Config.num_nf must be >= 0, got {self.num_nf}")
         down = self.total_downsampling

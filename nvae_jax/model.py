@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nvae_jax.configs import Config
-from nvae_jax.layers import (ARConv, SqueezeExcite, WNConv, bernoulli_log_prob, dmol_log_prob, fan_in_init,
-                             host_normal, swish)
+from nvae_jax.layers import (ARConv, SqueezeExcite, WNConv, bernoulli_log_prob, dmol_log_prob, host_normal,
+                             swish)
 from shared import hvae
 
 
@@ -24,44 +24,68 @@ def _bn(c, rngs, dtype=None):
 
 
 class EncCell(nnx.Module):
-    """x + 0.1·SE(Conv3(Swish(BN(Conv3(Swish(BN(x))))))). [B,H,W,C] → same."""
+    """NVAE's residual cell `res_bnswish` ×2 (encoder and pre-processing).
 
-    def __init__(self, c, *, dtype=None, rngs):
-        self.bn1, self.c1 = _bn(c, rngs, dtype), WNConv(c, c, 3, rngs=rngs)
-        self.bn2, self.c2 = _bn(c, rngs, dtype), WNConv(c, c, 3, rngs=rngs)
-        self.se = SqueezeExcite(c, dtype=dtype, rngs=rngs)
+    normal: x + 0.1·SE(Conv3(Swish(BN(Conv3(Swish(BN(x))))))), [B,H,W,C] → same;
+    down:   FactorizedReduce(x) + 0.1·SE(...), the first conv with stride 2 and C → 2C: [B,H,W,C] → [B,H/2,W/2,2C].
+    """
+
+    def __init__(self, c, *, down=False, use_se=True, dtype=None, rngs):
+        c_out = 2 * c if down else c
+        self.bn1, self.c1 = _bn(c, rngs, dtype), WNConv(c, c_out, 3, stride=2 if down else 1, rngs=rngs)
+        self.bn2, self.c2 = _bn(c_out, rngs, dtype), WNConv(c_out, c_out, 3, rngs=rngs)
+        self.se = SqueezeExcite(c_out, dtype=dtype, rngs=rngs) if use_se else None
+        self.skip = FactorizedReduce(c, c_out, rngs=rngs) if down else None
 
     def __call__(self, x):
         h = self.c1(swish(self.bn1(x)))
         h = self.c2(swish(self.bn2(h)))
-        return x + 0.1 * self.se(h)
+        h = self.se(h) if self.se is not None else h
+        return (x if self.skip is None else self.skip(x)) + 0.1 * h
 
 
 class DecCell(nnx.Module):
-    """x + 0.1·SE(BN(1×1(Swish(BN(dw5×5(Swish(BN(1×1 expand ×e(BN(x)))))))))). [B,H,W,C] → same."""
+    """NVAE's inverted-residual cell `mconv_e{expand}k5` (decoder and post-processing).
 
-    def __init__(self, c, expand=6, *, dtype=None, rngs):
-        e = c * expand
+    normal: x + 0.1·SE(BN(1×1(Swish(BN(dw5×5(Swish(BN(1×1 expand ×e(BN(x)))))))))), [B,H,W,C] → same;
+    up:     UpSkip(x) + 0.1·SE(...) with a nearest ×2 upsampling first and the last 1×1 to C/2:
+            [B,H,W,C] → [B,2H,2W,C/2]. The hidden width is e·C (C the input width) in both.
+    """
+
+    def __init__(self, c, expand=6, *, up=False, use_se=True, dtype=None, rngs):
+        e, c_out = c * expand, c // 2 if up else c
         self.bn0 = _bn(c, rngs, dtype)
-        self.c1 = nnx.Conv(c, e, (1, 1), use_bias=False, dtype=dtype, kernel_init=fan_in_init(), rngs=rngs)
+        plain = dict(use_bias=False, weight_norm=False, rngs=rngs)  # as the official ConvBNSwish / last 1×1
+        self.c1 = WNConv(c, e, 1, **plain)
         self.bn1 = _bn(e, rngs, dtype)
-        self.dw = nnx.Conv(e, e, (5, 5), feature_group_count=e, use_bias=False, dtype=dtype, kernel_init=fan_in_init(), rngs=rngs)
+        self.dw = WNConv(e, e, 5, groups=e, **plain)
         self.bn2 = _bn(e, rngs, dtype)
-        self.c2 = nnx.Conv(e, c, (1, 1), use_bias=False, dtype=dtype, kernel_init=fan_in_init(), rngs=rngs)
-        self.bn3 = _bn(c, rngs, dtype)
-        self.se = SqueezeExcite(c, dtype=dtype, rngs=rngs)
+        self.c2 = WNConv(e, c_out, 1, **plain)
+        self.bn3 = _bn(c_out, rngs, dtype)
+        self.se = SqueezeExcite(c_out, dtype=dtype, rngs=rngs) if use_se else None
+        self.skip = UpSkip(c, rngs=rngs) if up else None
 
     def __call__(self, x):
-        h = swish(self.bn1(self.c1(self.bn0(x))))
+        h = x
+        if self.skip is not None:
+            b, hh, ww, c = x.shape
+            h = jax.image.resize(x, (b, 2 * hh, 2 * ww, c), "nearest")
+        h = swish(self.bn1(self.c1(self.bn0(h))))
         h = swish(self.bn2(self.dw(h)))
-        return x + 0.1 * self.se(self.bn3(self.c2(h)))
+        h = self.bn3(self.c2(h))
+        h = self.se(h) if self.se is not None else h
+        return (x if self.skip is None else self.skip(x)) + 0.1 * h
 
 
 class FactorizedReduce(nnx.Module):
-    """Down skip: Swish, four 1×1 stride-2 convs on the four pixel-shifted sub-grids, concat. C → 2C."""
+    """Down skip: Swish, four 1×1 stride-2 convs on the four pixel-shifted sub-grids, concatenated.
 
-    def __init__(self, c, *, rngs):
-        self.convs = nnx.List([WNConv(c, c // 2, 1, rngs=rngs) for _ in range(4)])
+    [B,H,W,C_in] → [B,H/2,W/2,C_out]; the first three convs give C_out//4 channels, the last the rest.
+    """
+
+    def __init__(self, c_in, c_out, *, rngs):
+        widths = [c_out // 4] * 3 + [c_out - 3 * (c_out // 4)]
+        self.convs = nnx.List([WNConv(c_in, w, 1, rngs=rngs) for w in widths])
 
     def __call__(self, x):
         x = swish(x)
@@ -69,15 +93,27 @@ class FactorizedReduce(nnx.Module):
         return jnp.concatenate([c(s) for c, s in zip(self.convs, subs)], axis=-1)
 
 
+def upsample_bilinear_aligned(x):
+    """Bilinear ×2 with aligned corners (PyTorch `align_corners=True`): [B,H,W,C] → [B,2H,2W,C].
+
+    Output pixel i samples input coordinate i·(n−1)/(2n−1), so the corner pixels map onto each other.
+    """
+
+    def weights(n):
+        pos = jnp.arange(2 * n) * ((n - 1) / max(2 * n - 1, 1))
+        return jnp.maximum(0.0, 1.0 - jnp.abs(pos[:, None] - jnp.arange(n)[None, :])).astype(x.dtype)  # [2n, n]
+
+    return jnp.einsum("ih,jw,bhwc->bijc", weights(x.shape[1]), weights(x.shape[2]), x)
+
+
 class UpSkip(nnx.Module):
-    """Up skip: bilinear ×2 then 1×1 conv. C → C/2."""
+    """Up skip: bilinear ×2 (aligned corners) then a 1×1 conv without bias. [B,H,W,C] → [B,2H,2W,C/2]."""
 
     def __init__(self, c, *, rngs):
-        self.conv = WNConv(c, c // 2, 1, rngs=rngs)
+        self.conv = WNConv(c, c // 2, 1, use_bias=False, rngs=rngs)
 
     def __call__(self, x):
-        b, h, w, c = x.shape
-        return self.conv(jax.image.resize(x, (b, 2 * h, 2 * w, c), "bilinear"))
+        return self.conv(upsample_bilinear_aligned(x))
 
 
 class ARShiftCell(nnx.Module):
@@ -121,52 +157,58 @@ class NVAE(nnx.Module):
         dt = self.dtype = jnp.bfloat16 if cfg.bf16 else jnp.float32
         c = cfg.num_channels
         latent = cfg.num_latent_per_group
+        se = cfg.use_se
         self.stem = WNConv(cfg.channels_in, c, 3, rngs=rngs)
+        # pre-processing: each block is (num_preprocess_cells − 1) normal cells then one down cell (C → 2C)
         pre = []
         for _ in range(cfg.num_preprocess_blocks):
-            pre += [EncCell(c, dtype=dt, rngs=rngs) for _ in range(cfg.num_preprocess_cells)]
-            pre.append(FactorizedReduce(c, rngs=rngs))
+            pre += [EncCell(c, use_se=se, dtype=dt, rngs=rngs) for _ in range(cfg.num_preprocess_cells - 1)]
+            pre.append(EncCell(c, down=True, use_se=se, dtype=dt, rngs=rngs))
             c *= 2
         self.pre = nnx.List(pre)
         groups = cfg.groups  # finest first
-        # encoder, finest scale first
+        # encoder, finest scale first; a down cell between scales
         enc, self.enc_plan = [], []
         for s, g in enumerate(groups):
             for _ in range(g):
-                enc.append(nnx.List([EncCell(c, dtype=dt, rngs=rngs) for _ in range(cfg.num_cell_per_group_enc)]))
-                self.enc_plan.append(("group", c))
+                enc.append(nnx.List([EncCell(c, use_se=se, dtype=dt, rngs=rngs)
+                                     for _ in range(cfg.num_cell_per_group_enc)]))
+                self.enc_plan.append("group")
             if s < len(groups) - 1:
-                enc.append(FactorizedReduce(c, rngs=rngs))
-                self.enc_plan.append(("down", c))
+                enc.append(EncCell(c, down=True, use_se=se, dtype=dt, rngs=rngs))
+                self.enc_plan.append("down")
                 c *= 2
         self.enc = nnx.List(enc)
         self.enc0 = WNConv(c, c, 1, rngs=rngs)
         size = cfg.image_size // cfg.total_downsampling
         self.const = nnx.Param(host_normal(rngs.params(), (1, size, size, c)))
-        # decoder, coarsest scale first
+        # decoder, coarsest scale first; an up cell between scales. The top group has a fixed N(0, I)
+        # prior and no encoder combiner, so `priors` / `comb_enc` hold one entry per later group.
         dec, priors, posts, comb_enc, comb_dec, ups = [], [], [], [], [], []
         for s, g in enumerate(reversed(groups)):
             for i in range(g):
                 first = s == 0 and i == 0
-                dec.append(nnx.List([] if first else [DecCell(c, dtype=dt, rngs=rngs)
+                dec.append(nnx.List([] if first else [DecCell(c, use_se=se, dtype=dt, rngs=rngs)
                                                       for _ in range(cfg.num_cell_per_group_dec)]))
-                priors.append(WNConv(c, 2 * latent, 1, rngs=rngs))
-                comb_enc.append(WNConv(c, c, 1, rngs=rngs))
+                if not first:
+                    priors.append(WNConv(c, 2 * latent, 1, rngs=rngs))
+                    comb_enc.append(WNConv(c, c, 1, rngs=rngs))
                 posts.append(WNConv(c, 2 * latent, 3, rngs=rngs))
                 comb_dec.append(WNConv(c + latent, c, 1, rngs=rngs))
             if s < len(groups) - 1:
-                ups.append(UpSkip(c, rngs=rngs))
+                ups.append(DecCell(c, up=True, use_se=se, dtype=dt, rngs=rngs))
                 c //= 2
         self.dec, self.priors, self.posts = nnx.List(dec), nnx.List(priors), nnx.List(posts)
         self.comb_enc, self.comb_dec, self.ups = nnx.List(comb_enc), nnx.List(comb_dec), nnx.List(ups)
         # num_nf paired autoregressive flow cells per latent group, on posterior samples only
         self.flows = nnx.List([nnx.List([PairedFlow(latent, rngs=rngs) for _ in range(cfg.num_nf)])
                                for _ in range(len(dec))])
+        # post-processing: each block is one up cell (C → C/2) then (num_postprocess_cells − 1) normal cells
         post = []
         for _ in range(cfg.num_postprocess_blocks):
-            post.append(UpSkip(c, rngs=rngs))
+            post.append(DecCell(c, expand=3, up=True, use_se=se, dtype=dt, rngs=rngs))
             c //= 2
-            post += [DecCell(c, expand=3, dtype=dt, rngs=rngs) for _ in range(cfg.num_postprocess_cells)]
+            post += [DecCell(c, expand=3, use_se=se, dtype=dt, rngs=rngs) for _ in range(cfg.num_postprocess_cells - 1)]
         self.post = nnx.List(post)
         out_c = (cfg.num_mixtures * (1 + 3 * cfg.channels_in) if cfg.output == "dmol"
                  else cfg.channels_in * (2 if cfg.output == "normal" else 1))
@@ -184,13 +226,14 @@ class NVAE(nnx.Module):
                 first = s == 0 and i == 0
                 f32 = jnp.float32  # latent distributions in float32 (bf16 compute elsewhere)
                 prior_head = ((lambda h: jnp.zeros((*h.shape[:3], 2 * self.cfg.num_latent_per_group), f32))
-                              if first else (lambda h, k=gi: self.priors[k](jax.nn.elu(h)).astype(f32)))
+                              if first else (lambda h, k=gi - 1: self.priors[k](jax.nn.elu(h)).astype(f32)))
                 post_head = None
                 feat = None
                 if enc_feats is not None:
                     feat = enc_feats[gi]
-                    post_head = (lambda e, h, k=gi, f=first: self.posts[k](jax.nn.elu(
-                        e if f else e + self.comb_enc[k](h))).astype(f32))
+                    # top group: posterior from ELU(enc0(ELU(h))); later: from h_enc + 1×1(h_dec) (no ELU)
+                    post_head = (lambda e, h, k=gi, f=first: self.posts[k](
+                        jax.nn.elu(e) if f else e + self.comb_enc[k - 1](h)).astype(f32))
                 combine = (lambda h, z, k=gi: self.comb_dec[k](jnp.concatenate([h, z.astype(h.dtype)], axis=-1)))
                 flow = None
                 if enc_feats is not None and self.cfg.num_nf > 0:
@@ -219,7 +262,7 @@ class NVAE(nnx.Module):
             h = layer(h)
         feats = []
         for plan, block in zip(self.enc_plan, self.enc):
-            if plan[0] == "group":
+            if plan == "group":
                 for cell in block:
                     h = cell(h)
                 feats.append(h)

@@ -28,7 +28,7 @@ import optax
 from flax import nnx
 
 from nvae_jax.configs import Config
-from nvae_jax.layers import WNConv, warm_start_spectral
+from nvae_jax.layers import WNConv, power_iteration, warm_start_spectral
 from nvae_jax.model import NVAE
 from shared import hvae
 from shared import train as harness
@@ -47,11 +47,24 @@ def bn_penalty(model: nnx.Module) -> jax.Array:
 
 
 def spectral_penalty(model: nnx.Module, num_iter: int) -> jax.Array:
-    """Σ over weight-normalised convs of σ_max(W reshaped [C_out, C_in·k·k]); updates persistent u, v."""
-    tot = jnp.float32(0.0)
+    """Σ over all convs of σ_max(W reshaped [C_out, k·k·C_in/g]); updates the persistent u, v.
+
+    As in the official `spectral_norm_parallel`, convs whose matrices share a shape are stacked and
+    their power iterations run as one batched (vmapped) computation: far fewer, larger ops per step.
+    """
+    by_shape: dict[tuple[int, int], list[WNConv]] = {}
     for _, m in nnx.iter_graph(model):
         if isinstance(m, WNConv):
-            tot = tot + m.spectral_norm(num_iter)
+            by_shape.setdefault((m.sn_u.shape[0], m.sn_v.shape[0]), []).append(m)
+    tot = jnp.float32(0.0)
+    for convs in by_shape.values():
+        w = jnp.stack([m.weight_matrix() for m in convs])
+        u = jnp.stack([m.sn_u[...] for m in convs])
+        v = jnp.stack([m.sn_v[...] for m in convs])
+        sigma, u, v = jax.vmap(power_iteration, in_axes=(0, 0, 0, None))(w, u, v, num_iter)
+        for i, m in enumerate(convs):
+            m.sn_u[...], m.sn_v[...] = u[i], v[i]
+        tot = tot + jnp.sum(sigma)
     return tot
 
 

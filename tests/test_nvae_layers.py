@@ -77,3 +77,15 @@ def test_config_validation():
     assert configs.MNIST.groups == (10, 5)
     assert configs.CELEBA64.groups == (20, 10, 5)
     assert configs.CIFAR10.total_downsampling == 2
+
+
+def test_depthwise_conv_matches_grouped_convolution():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 5))
+    k = jax.random.normal(jax.random.PRNGKey(1), (5, 5, 1, 5))
+    ref = jax.lax.conv_general_dilated(x, k, (1, 1), [(2, 2), (2, 2)], dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                       feature_group_count=5)
+    np.testing.assert_allclose(layers.depthwise_conv(x, k), ref, atol=1e-5)
+    g = jax.grad(lambda k: jnp.sum(layers.depthwise_conv(x, k) ** 2))(k)
+    g_ref = jax.grad(lambda k: jnp.sum(jax.lax.conv_general_dilated(
+        x, k, (1, 1), [(2, 2), (2, 2)], dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=5) ** 2))(k)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)

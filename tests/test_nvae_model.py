@@ -71,3 +71,33 @@ def test_digits_forward_shapes_under_eval_shape():
 
 def test_experiment_registered():
     assert "digits" in experiments.EXPERIMENTS
+
+
+def test_tiny_mnist_has_the_official_parameter_count():
+    """Same cells, skips, combiners and samplers as NVlabs/NVAE's `AutoEncoder` built with the tiny_mnist
+    arguments (res_mbconv, SE, 2 scales × 2 groups, 1 pre/post block of 2 cells): 529,750 parameters, counted
+    from the official model (BN affine and weight-norm gains included)."""
+    _, n = _abstract(configs.TINY_MNIST)
+    assert n == 529_750
+
+
+def test_residual_down_and_up_cells_change_resolution_and_width():
+    from nvae_jax.model import DecCell, EncCell
+
+    x = jnp.ones((2, 8, 8, 16))
+    down = nnx.eval_shape(lambda: EncCell(16, down=True, rngs=nnx.Rngs(0)))
+    up = nnx.eval_shape(lambda: DecCell(16, up=True, rngs=nnx.Rngs(0)))
+    assert nnx.eval_shape(lambda m: m(x), down).shape == (2, 4, 4, 32)
+    assert nnx.eval_shape(lambda m: m(x), up).shape == (2, 16, 16, 8)
+
+
+def test_aligned_bilinear_upsampling_keeps_corners_and_linear_ramps():
+    from nvae_jax.model import upsample_bilinear_aligned
+
+    n = 5
+    ramp = jnp.arange(n, dtype=jnp.float32)
+    x = (ramp[:, None] + 10 * ramp[None, :])[None, :, :, None]  # [1, n, n, 1], affine in (row, col)
+    y = upsample_bilinear_aligned(x)[0, :, :, 0]
+    grid = jnp.arange(2 * n) * (n - 1) / (2 * n - 1)  # PyTorch align_corners=True sampling positions
+    assert jnp.allclose(y, grid[:, None] + 10 * grid[None, :], atol=1e-5)
+    assert y[0, 0] == x[0, 0, 0, 0] and y[-1, -1] == x[0, -1, -1, 0]

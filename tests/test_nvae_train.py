@@ -89,3 +89,12 @@ def test_spectral_norm_persistent_vectors_track_largest_singular_value():
     assert np.abs(np.asarray(conv.sn_u[...]) - u0).max() > 1e-3  # random at init, moved by the iteration
     assert len(jax.tree.leaves(nnx.state(conv, SpectralVector))) == 2  # travels with the model state
 
+
+
+def test_spectral_penalty_is_the_sum_of_top_singular_values_of_all_convs():
+    """The shape-batched power iteration gives Σ σ_max over every conv (weight-normalised or plain)."""
+    model = NVAE(dataclasses.replace(DIGITS, num_channels=4), rngs=nnx.Rngs(0))
+    convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, WNConv)]
+    assert any(c.log_g is None for c in convs)  # the decoder cells' plain convs are included
+    expected = sum(float(np.linalg.svd(np.asarray(c.weight_matrix()), compute_uv=False)[0]) for c in convs)
+    assert float(train.spectral_penalty(model, 300)) == pytest.approx(expected, rel=1e-3)
