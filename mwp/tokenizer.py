@@ -13,6 +13,7 @@ puts the numbers back before `safe_eval` (the "number mapping" of Wang et al. 20
 
 from __future__ import annotations
 
+import abc
 import collections
 import pathlib
 import re
@@ -75,7 +76,7 @@ def fill_slots(expr: str, numbers: Sequence[str]) -> str:
     return re.sub(r"\[N[0-9]+\]", fill, expr)
 
 
-class _Base:
+class _Base(abc.ABC):
     """Shared encode/decode of expressions and pairs; subclasses define `_ids` and `_tokens`."""
 
     token_to_id: dict[str, int]
@@ -124,9 +125,9 @@ class _Base:
             pieces.append("?" if piece == UNK else piece)
         return join_expression(pieces)
 
+    @abc.abstractmethod
     def encode_question(self, text: str) -> list[int]:
         """Question text -> ids, no [CLS]/[SEP] (the character and WordPiece tokenizers each define it)."""
-        raise NotImplementedError
 
     def encode_pair(self, question: str, expression: str | None, max_source: int, max_target: int
                     ) -> tuple[list[int], list[int]]:
