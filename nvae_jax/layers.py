@@ -117,12 +117,6 @@ class WNConv(nnx.Module):
         w = self.weight()
         return jnp.transpose(w, (3, 0, 1, 2)).reshape(w.shape[3], -1)
 
-    def spectral_norm(self, num_iter: int) -> jax.Array:
-        """Largest singular value of `weight_matrix()`; updates the persistent u, v in place."""
-        sigma, u, v = power_iteration(self.weight_matrix(), self.sn_u[...], self.sn_v[...], num_iter)
-        self.sn_u[...], self.sn_v[...] = u, v
-        return sigma
-
     def __call__(self, x: jax.Array) -> jax.Array:
         w = self.weight().astype(x.dtype)
         if self.groups > 1 and self.groups == x.shape[-1] == w.shape[-1] and self.stride == 1:

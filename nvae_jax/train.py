@@ -4,7 +4,7 @@ loss = mean_b[recon_b + β·Σ_i w_i KL_bi] + λ·(Σ_convs σ_max(W) + Σ_BN ma
 
 β warms up linearly from 1e-4 to 1 over `kl_anneal_portion` of training; w are the KL-balancing
 coefficients (shared.hvae.kl_balance, only while β < 1); σ_max by power iteration with persistent
-vectors (nvae_jax.layers.WNConv.spectral_norm); Adamax(0.9, 0.999, eps 1e-3) with L2 3e-4 added to the
+vectors (`spectral_penalty`, every conv); Adamax(0.9, 0.999, eps 1e-3) with L2 3e-4 added to the
 gradient, lr linear warm-up then cosine to lr_min. Reference: Vahdat & Kautz 2020, arXiv 2007.03898.
 
 β is a pure function of the step counter: the jitted step computes β(state.step) and hands it to the
