@@ -1,7 +1,7 @@
 """Full-scale NVAE runs on TFDS data (mnist, cifar10, celeba64) with the official hyper-parameters.
 
-Data: MNIST 28×28 padded to 32×32 and dynamically binarised (Bernoulli draw per step), the loss on the
-whole 32×32 canvas (padding is always 0, so it costs ~0 nats once learned); colour data quantised to
+Data: MNIST 28×28 padded to 32×32 and dynamically binarised (Bernoulli draw per step), the likelihood
+on the central 28×28 pixels (`NVAE.log_px`, as the official crop); colour data quantised to
 `num_bits` and scored with the discretised logistic mixture; CelebA-64: centre crop 148×148, resize 64.
 Evaluation: IW test NLL in nats (binary) or bits/dim (colour), K = `num_iw_samples`.
 """

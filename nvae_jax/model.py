@@ -272,10 +272,17 @@ class NVAE(nnx.Module):
         return feats[::-1]
 
     def log_px(self, out, x):
-        """log p(x|z) per example [B]; x in [0, 1]."""
+        """log p(x|z) per example [B]; x in [0, 1].
+
+        MNIST (28×28 padded to 32×32) is scored on the central 28×28 pixels only, as the official code's
+        `crop_output`, so its NLL is in the paper's units.
+        """
         cfg = self.cfg
         if cfg.output == "bernoulli":
-            return jnp.sum(bernoulli_log_prob(out, x), axis=(1, 2, 3))
+            lp = bernoulli_log_prob(out, x)
+            if cfg.dataset == "mnist":
+                lp = lp[:, 2:-2, 2:-2]
+            return jnp.sum(lp, axis=(1, 2, 3))
         if cfg.output == "dmol":
             return jnp.sum(dmol_log_prob(out, 2.0 * x - 1.0, cfg.num_mixtures, cfg.num_bits), axis=(1, 2))
         mu, ls = jnp.split(out, 2, axis=-1)

@@ -101,3 +101,17 @@ def test_aligned_bilinear_upsampling_keeps_corners_and_linear_ramps():
     grid = jnp.arange(2 * n) * (n - 1) / (2 * n - 1)  # PyTorch align_corners=True sampling positions
     assert jnp.allclose(y, grid[:, None] + 10 * grid[None, :], atol=1e-5)
     assert y[0, 0] == x[0, 0, 0, 0] and y[-1, -1] == x[0, -1, -1, 0]
+
+
+def test_mnist_likelihood_scores_only_the_original_28x28_pixels():
+    """The 2-pixel padding of MNIST's 32×32 canvas is cropped from log p(x|z), as the official code does."""
+    model = nnx.eval_shape(lambda: NVAE(configs.TINY_MNIST, rngs=nnx.Rngs(0)))
+    out = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 1))
+    x = jnp.zeros((2, 32, 32, 1)).at[:, 2:30, 2:30].set(1.0)
+    border = jnp.ones((32, 32), bool).at[2:30, 2:30].set(False)[None, :, :, None]
+    noisy_out = jnp.where(border, 50.0 * out, out)  # changing the border logits must not matter
+    assert jnp.allclose(model.log_px(out, x), model.log_px(noisy_out, x))
+    from nvae_jax.layers import bernoulli_log_prob
+
+    inner = jnp.sum(bernoulli_log_prob(out, x)[:, 2:30, 2:30], axis=(1, 2, 3))
+    assert jnp.allclose(model.log_px(out, x), inner)
