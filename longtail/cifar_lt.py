@@ -95,23 +95,6 @@ def num_steps(config: CifarLTConfig, num_train: int) -> tuple[int, int]:
     return per_epoch, (min(total, config.max_steps) if config.max_steps > 0 else total)
 
 
-def _nnx_loss(graphdef, fn) -> train.LossFn:
-    """`shared.train.nnx_loss`, but merging with `copy=True`.
-
-    With flax 0.12.8 the harness's `nnx.merge(graphdef, params, model_state)` reuses the state's
-    Variable objects, and BatchNorm's statistics update inside `jax.grad` then raises
-    `TraceContextError: Cannot mutate BatchStat from a different trace level` (reported to the lead;
-    drop this once `nnx_loss` copies).
-    """
-
-    def loss_fn(params, model_state, batch, rng):
-        model = nnx.merge(graphdef, params, model_state, copy=True)
-        loss, aux = fn(model, batch, rng)
-        return loss, (nnx.split(model, nnx.Param, ...)[2], dict(aux))
-
-    return loss_fn
-
-
 def build(config: CifarLTConfig, method: str, counts: np.ndarray, steps_per_epoch: int, mesh):
     """(graphdef, placed state, jitted train step) for one method."""
     model = cifar_resnet(config.depth, config.num_classes, rngs=nnx.Rngs(config.seed))
@@ -126,7 +109,7 @@ def build(config: CifarLTConfig, method: str, counts: np.ndarray, steps_per_epoc
         per_example = loss_of(logits, batch["label"])  # [B]
         return per_example.mean(), {"accuracy": jnp.mean(logits.argmax(-1) == batch["label"])}
 
-    step = train.build_train_step(_nnx_loss(graphdef, objective), tx, mesh, state)
+    step = train.build_train_step(train.nnx_loss(graphdef, objective), tx, mesh, state)
     state = jax.device_put(state, train.state_sharding(state, mesh))
     return graphdef, state, step
 

@@ -149,7 +149,6 @@ def run(config, ctx) -> dict:
         ax.set(title=f"{task}, T = {T}", xlabel="step", ylabel="training loss", yscale="log")
         ax.legend(fontsize=7)
         ctx.report.figure(fig, f"{task}_T{T}", f"{task} learning curves, T = {T}")
-        plt.close(fig)
     ctx.report.section("Which models learn the long-range tasks")
     ctx.report.text(f"hidden {config.hidden}, batch {config.batch}, {config.steps} Adam steps "
                     f"(lr {config.learning_rate}), clip = clip_by_global_norm({config.clip_norm}); solved = "

@@ -115,6 +115,5 @@ def run(config, ctx) -> dict:
     ctx.report.table(["cell", "setting", "input scale", "fitted rate (spec)", "predicted rate",
                       "fitted (Frob)", "fitted ‖∂L/∂x_t‖", "‖·‖ lag 10", "lag 50", "lag 100", "reference"], rows)
     ctx.report.figure(fig, "jacobian_norms", "log10 spectral norm of the long-range Jacobian vs lag")
-    plt.close(fig)
     metrics["wall_time_s"] = time.time() - t0
     return metrics

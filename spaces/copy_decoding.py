@@ -20,7 +20,6 @@ occurrence of the current n-gram (of any n) in O(S) per step; the allowed vocabu
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +54,7 @@ def copy_processor(copy_logits_fn, source: jax.Array, copyable: jax.Array, *, us
     Carry: {"cand": bool [N, S], "active": bool [N]} (previous step's allowed positions, previous label
     was B or I); start from `initial_carry`.
     """
-    n, s = source.shape
+    n = source.shape[0]
 
     def processor(logits, aux, carry):
         v = logits.shape[-1]
@@ -101,10 +100,14 @@ def generate(model, source: jax.Array, source_len: jax.Array, *, beam_size: int,
 
 
 def make_generate(graphdef, **kwargs):
-    """A jitted `(state, source, source_len) -> DecodeResult` for `generate` with fixed keyword settings."""
+    """A jitted `(states, source, source_len) -> DecodeResult` for `generate` with fixed keyword settings.
+
+    `states` is one nnx State or a tuple of them (e.g. `(params, rest)`), merged with `graphdef`.
+    """
 
     @jax.jit
-    def run(state, source, source_len):
-        return generate(nnx.merge(graphdef, state), source, source_len, **kwargs)
+    def run(states, source, source_len):
+        states = states if isinstance(states, tuple) else (states,)
+        return generate(nnx.merge(graphdef, *states), source, source_len, **kwargs)
 
     return run

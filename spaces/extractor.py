@@ -13,7 +13,8 @@ real clauses. Extraction keeps clauses with p_n > 0.2.
 
 K-fold: `kfold_masks` splits documents into k folds; `shared.train.make_step` is vmapped over the k
 models (each fold's documents weighted 0 in its own model), so all folds train in one jitted step;
-`out_of_fold` then reads each document's probabilities from the model that never saw it.
+the pipeline then reads each training document's probabilities from the fold model that never saw
+it (`spaces.pipeline.run`).
 """
 
 from __future__ import annotations

@@ -103,7 +103,6 @@ def build_generator(config: PipelineConfig, vocab, seed: int, char_vocab=None):
     With a word-level `vocab` over the checkpoint's `char_vocab`, the word embeddings start as the mean
     of their characters' (`init_word_embeddings`) and the MLM bias of new words at 0.
     """
-    import dataclasses as dc
 
     from shared import unilm
     from spaces.generator import CopyGenerator
@@ -123,7 +122,7 @@ def build_generator(config: PipelineConfig, vocab, seed: int, char_vocab=None):
             lm.word.embedding.value = jnp.asarray(table)
             bias = np.asarray(lm.mlm_bias[...])
             lm.mlm_bias = nnx.Param(jnp.asarray(np.concatenate([bias, np.zeros(len(vocab) - len(bias), bias.dtype)])))
-            lm.config = dc.replace(lm.config, vocab_size=len(vocab))
+            lm.config = dataclasses.replace(lm.config, vocab_size=len(vocab))
     else:
         lm = unilm.create(unilm.TINY, vocab_size=len(vocab), hidden=config.hidden, layers=config.layers,
                           heads=config.heads, intermediate=config.intermediate, max_position=max_len,
@@ -180,16 +179,11 @@ def train_generator(config: PipelineConfig, model, arrays: dict[str, np.ndarray]
 def decode_summaries(graphdef, weights, vocab, sources: list[str], config: PipelineConfig, *, use_copy: bool,
                      top_k: int) -> list[str]:
     """Beam search (`config.beam_size`) for every source text; returns the decoded summaries."""
-    from spaces.copy_decoding import generate
+    from spaces.copy_decoding import make_generate
     from spaces.generator import encode_pairs
 
-    params, rest = weights
-
-    @jax.jit
-    def run(params, rest, source, source_len):
-        model = nnx.merge(graphdef, params, rest)
-        return generate(model, source, source_len, beam_size=config.beam_size, max_new=config.max_target + 1,
-                        eos_id=vocab.sep_id, use_copy=use_copy, top_k=top_k).tokens[:, 0]
+    run = make_generate(graphdef, beam_size=config.beam_size, max_new=config.max_target + 1, eos_id=vocab.sep_id,
+                        use_copy=use_copy, top_k=top_k)
 
     enc = encode_pairs(vocab, sources, None, config.max_source, 0)
     out = []
@@ -200,7 +194,7 @@ def decode_summaries(graphdef, weights, vocab, sources: list[str], config: Pipel
         if pad:  # fixed shapes: one compilation
             ids = np.concatenate([ids, np.repeat(ids[-1:], pad, 0)])
             lens = np.concatenate([lens, np.repeat(lens[-1:], pad, 0)])
-        tokens = np.asarray(run(params, rest, ids, lens))[:n - pad]
+        tokens = np.asarray(run(tuple(weights), ids, lens).tokens[:, 0])[:n - pad]
         out.extend(vocab.decode(t) for t in tokens)
     return out
 
