@@ -1,9 +1,11 @@
 """Times full NVAE training steps (forward, balanced KL, spectral + BN terms, backward, Adamax), fp32.
 
 python benchmarks/bench_nvae.py --config tiny_mnist|mnist --batch 8 --steps 10 [--repeats 5]
-    [--peer-src /path/to/NVlabs/NVAE] [--peer-python /work/venv-torch/bin/python]
+    [--peer-src /path/to/NVlabs/NVAE] [--peer-python /work/venv-torch/bin/python] [--malloc hugetlb|default]
 
-Prints one JSON line and appends it to benchmarks/results/nvae.jsonl. The step is `nvae_jax.train.build`'s
+Prints one JSON line and appends it to benchmarks/results/nvae.jsonl. By default (`--malloc hugetlb`) the
+script first re-executes itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as the `kexue` command does
+(`shared.host_malloc`), and both workers inherit it, so both sides run with the same allocator settings. The step is `nvae_jax.train.build`'s
 jitted step (β from the step counter). Timing: after compile and 2 warm-up steps, `--repeats` windows of
 `--steps` steps; `step_s_median` is the median of the per-window mean step times, `step_s_mean` the mean
 over all timed steps.
@@ -40,6 +42,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from shared import host_malloc
 
 TAG = "@@NVAE_BENCH "  # prefix of protocol lines on the workers' stdout (the official code prints too)
 WARM_STEPS = 2
@@ -337,8 +341,13 @@ def main():
     ap.add_argument("--peer-python", default="/work/venv-torch/bin/python", help="interpreter with torch")
     ap.add_argument("--threads", type=int, default=0,
                     help="with --peer-src: pin both workers to this many CPUs (torch threads = this); 0 = defaults")
+    ap.add_argument("--malloc", default="hugetlb", choices=["hugetlb", "default"],
+                    help="hugetlb: re-execute with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (as the kexue command "
+                         "does), inherited by both workers; default: the environment as given")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.malloc == "hugetlb" and not args.worker:
+        host_malloc.maybe_reexec()
     for name in ("batch", "steps", "repeats"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -348,7 +357,8 @@ def main():
         _serve_ours(args.config, args.batch)
         return
     rec = {"bench": "nvae", "config": args.config, "batch": args.batch, "steps": args.steps,
-           "repeats": args.repeats, "threads": args.threads or "default"}
+           "repeats": args.repeats, "threads": args.threads or "default",
+           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
     if args.peer_src:
         rec.update(_race(args))
     else:

@@ -10,6 +10,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 __all__ = ["SpectralVector", "WNConv", "depthwise_conv", "ARConv", "ar_conv_mask", "warm_start_spectral",
@@ -30,11 +31,10 @@ def host_normal(key: jax.Array, shape: tuple[int, ...], scale: float = 1.0) -> j
     """
     if isinstance(key, jax.core.Tracer):
         return scale * jax.random.normal(key, shape)
-    import numpy as np
 
     seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
     gen = np.random.default_rng(seed.astype(np.uint64).tolist())
-    return jnp.asarray(scale * gen.standard_normal(shape), jnp.float32)
+    return jnp.asarray((scale * gen.standard_normal(shape)).astype(np.float32))  # float32 on the host: no XLA cast
 
 
 def host_init(stddev_fn):
@@ -54,24 +54,64 @@ def fan_in_init():
 
 
 def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Stride-1 'same' depthwise conv: y[b,h,w,c] = Σ_ij x[b,h+i−p,w+j−p,c] · kernel[i,j,0,c], p = (k−1)/2.
+    """Stride-1 'same' depthwise conv: y[b,h,w,c] = Σ_ij x[b,h+i−p,w+j−p,c] · kernel[i,j,0,c], p = ⌊(k−1)/2⌋.
 
     x [B, H, W, C], kernel [k, k, 1, C] (HWIO with one input channel per group) → [B, H, W, C].
-    On CPU it is written as k² shifted multiply-adds, which XLA fuses into one loop: XLA:CPU's grouped
-    convolution is 5–10× slower there, forward and backward (measured in this repo at 5×5, 96–192
-    channels). GPU and TPU use the native grouped convolution.
+    On CPU it is `_depthwise_taps` (k² shifted multiply-adds with a hand-written VJP): XLA:CPU's grouped
+    convolution is 5–10× slower there, forward and backward (measured in this repo at 5×5, 96–384
+    channels). GPU and TPU use the native grouped convolution. Being a `jax.custom_vjp`, the CPU version
+    supports reverse-mode autodiff (grad, vjp, jacrev) but not forward mode (jvp, jacfwd).
     """
-    k = kernel.shape[0]
     if jax.default_backend() != "cpu":
-        pad = (k - 1) // 2
-        return jax.lax.conv_general_dilated(x, kernel, (1, 1), [(pad, pad), (pad, pad)],
+        lo = (kernel.shape[0] - 1) // 2
+        pad = (lo, kernel.shape[0] - 1 - lo)
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), [pad, pad],
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                             feature_group_count=x.shape[-1])
-    p = (k - 1) // 2
-    xp = jnp.pad(x, ((0, 0), (p, k - 1 - p), (p, k - 1 - p), (0, 0)))
+    return _depthwise_taps(x, kernel)
+
+
+def _shifted_sum(x: jax.Array, kernel: jax.Array, lo: int, hi: int) -> jax.Array:
+    """Σ_ij pad(x)[b, h+i, w+j, c] · kernel[i, j, 0, c], x padded by (lo, hi) on H and W: one XLA loop fusion."""
+    k = kernel.shape[0]
+    xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
     h, w = x.shape[1:3]
     taps = [xp[:, i:i + h, j:j + w, :] * kernel[i, j, 0][None, None, None, :] for i in range(k) for j in range(k)]
     return functools.reduce(jnp.add, taps)
+
+
+@jax.custom_vjp
+def _depthwise_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    k = kernel.shape[0]
+    return _shifted_sum(x, kernel, (k - 1) // 2, k - 1 - (k - 1) // 2)
+
+
+def _depthwise_taps_fwd(x, kernel):
+    return _depthwise_taps(x, kernel), (x, kernel)
+
+
+def _depthwise_taps_bwd(res, g):
+    """∂x = g correlated with the flipped kernel (padding swapped); ∂kernel[i,j,0,c] = Σ_bhw pad(x)[b,h+i,w+j,c]·g[b,h,w,c].
+
+    The k² kernel-gradient reductions run as one `lax.map` over taps reading dynamic slices of the padded
+    input: autodiff of the forward instead materialises every shifted copy of x (k² − 1 buffers of x's
+    size), and unrolled reductions over static slices were 2× slower on XLA:CPU.
+    """
+    x, kernel = res
+    k = kernel.shape[0]
+    lo, hi = (k - 1) // 2, k - 1 - (k - 1) // 2
+    dx = _shifted_sum(g, kernel[::-1, ::-1], hi, lo)
+    xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+
+    def tap_grad(t):
+        window = jax.lax.dynamic_slice(xp, (0, t // k, t % k, 0), x.shape)
+        return jnp.sum(window * g, axis=(0, 1, 2))
+
+    dk = jax.lax.map(tap_grad, jnp.arange(k * k))  # [k², C], row t = tap (t // k, t % k)
+    return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+_depthwise_taps.defvjp(_depthwise_taps_fwd, _depthwise_taps_bwd)
 
 
 class SpectralVector(nnx.Variable):
@@ -91,18 +131,20 @@ class WNConv(nnx.Module):
         fan_in = kernel * kernel * c_in // groups
         self.v = nnx.Param(host_normal(rngs.params(), (kernel, kernel, c_in // groups, c_out),
                                        1.0 / float(fan_in) ** 0.5))
-        norm = jnp.sqrt(jnp.sum(jnp.square(self.v[...]), axis=(0, 1, 2)))
-        self.log_g = nnx.Param(jnp.log(norm + 1e-2)) if weight_norm else None
-        self.bias = nnx.Param(jnp.zeros((c_out,))) if use_bias else None
+        # initial values by NumPy when concrete: eager jnp ops would compile an XLA program per shape
+        xp = jnp if isinstance(self.v[...], jax.core.Tracer) else np
+        norm = xp.sqrt(xp.sum(xp.square(self.v[...]), axis=(0, 1, 2)))
+        self.log_g = nnx.Param(jnp.asarray(xp.log(norm + 1e-2))) if weight_norm else None
+        self.bias = nnx.Param(jnp.asarray(np.zeros((c_out,), np.float32))) if use_bias else None
         self.mask_spec = None  # static arguments of `ar_conv_mask` (set by ARConv), else no mask
         self.stride, self.groups, self.kernel = stride, groups, kernel
         # persistent power-iteration vectors for the spectral penalty on W reshaped to [C_out, k·k·C_in/g];
         # random unit vectors here (cheap, so full configs build fast under eval_shape); `warm_start_spectral`
         # runs NVAE's longer first estimate once before training, later steps `num_power_iter` each.
-        u0 = host_normal(rngs.params(), (c_out,))
-        v0 = host_normal(rngs.params(), (kernel * kernel * (c_in // groups),))
-        self.sn_u = SpectralVector(u0 / jnp.linalg.norm(u0))
-        self.sn_v = SpectralVector(v0 / jnp.linalg.norm(v0))
+        u0 = xp.asarray(host_normal(rngs.params(), (c_out,)))
+        v0 = xp.asarray(host_normal(rngs.params(), (kernel * kernel * (c_in // groups),)))
+        self.sn_u = SpectralVector(jnp.asarray(u0 / xp.linalg.norm(u0)))
+        self.sn_v = SpectralVector(jnp.asarray(v0 / xp.linalg.norm(v0)))
 
     def weight(self) -> jax.Array:
         """The normalised kernel [k, k, C_in/groups, C_out]."""
@@ -213,20 +255,24 @@ def warm_start_spectral(model: nnx.Module, num_iter: int = 40) -> None:
     """Runs `num_iter` power iterations (host NumPy, no compilation) for every WNConv's persistent u, v.
 
     NVAE's first spectral estimate uses many more iterations than the per-step `num_power_iter`.
+    W is `WNConv.weight_matrix` recomputed in NumPy (eagerly in jnp it compiled ~3 programs per shape).
     """
-    import numpy as np
-
     for _, m in nnx.iter_graph(model):
         if isinstance(m, WNConv):
-            w = np.asarray(m.weight_matrix(), np.float64)
+            v = np.asarray(m.v[...], np.float64)
+            if m.mask_spec is not None:
+                v = v * np.asarray(ar_conv_mask(*m.mask_spec))
+            if m.log_g is not None:
+                v = v * np.exp(np.asarray(m.log_g[...], np.float64)) / (np.sqrt(np.sum(v * v, axis=(0, 1, 2))) + 1e-5)
+            w = v.transpose(3, 0, 1, 2).reshape(v.shape[3], -1)
             u, v = np.asarray(m.sn_u[...], np.float64), np.asarray(m.sn_v[...], np.float64)
             for _ in range(num_iter):
                 v = w.T @ u
                 v /= np.linalg.norm(v) + 1e-12
                 u = w @ v
                 u /= np.linalg.norm(u) + 1e-12
-            m.sn_u[...] = jnp.asarray(u, jnp.float32)
-            m.sn_v[...] = jnp.asarray(v, jnp.float32)
+            m.sn_u[...] = jnp.asarray(u.astype(np.float32))
+            m.sn_v[...] = jnp.asarray(v.astype(np.float32))
 
 
 def ar_conv_mask(kernel: int, c_in: int, c_out: int, groups: int, zero_diag: bool, mirror: bool):
@@ -237,7 +283,6 @@ def ar_conv_mask(kernel: int, c_in: int, c_out: int, groups: int, zero_diag: boo
     Depthwise (groups = C_in): the centre tap is visible unless `zero_diag`. `mirror` flips the
     spatial order (bottom-right first), keeping the channel order (NVAE's paired cells).
     """
-    import numpy as np
 
     m = (kernel - 1) // 2
     mask = np.ones((kernel, kernel, c_in // groups, c_out), np.float32)

@@ -17,7 +17,8 @@ SHAPE = (1, 3, 3, 2)  # one image, 3×3 pixels, 2 latent channels: an 18×18 Jac
 
 def _jacobian(f, z):
     flat = lambda v: f(v.reshape(SHAPE))[0].reshape(-1)  # noqa: E731
-    return np.asarray(jax.jit(jax.jacfwd(flat))(z.reshape(-1)))  # one compilation, not one per eager op
+    # reverse mode: the CPU depthwise conv has a hand-written VJP (no forward mode); jit: one compilation
+    return np.asarray(jax.jit(jax.jacrev(flat))(z.reshape(-1)))
 
 
 def _perturb(module, key):
