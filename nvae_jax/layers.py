@@ -118,6 +118,19 @@ class SpectralVector(nnx.Variable):
     """Persistent power-iteration vector (not a parameter: no gradient, but saved in checkpoints)."""
 
 
+def _normalised_kernel(conv, v, log_g, xp):
+    """W = v·mask (ARConv), then exp(log g)·W / (‖W‖ + 1e-5) per output channel if weight-normalised.
+
+    `xp` is jax.numpy inside the model and NumPy for `warm_start_spectral`'s host-side estimate.
+    """
+    if conv.mask_spec is not None:
+        v = v * xp.asarray(ar_conv_mask(*conv.mask_spec))
+    if log_g is None:
+        return v
+    norm = xp.sqrt(xp.sum(xp.square(v), axis=(0, 1, 2)))  # [C_out]
+    return v * (xp.exp(log_g) / (norm + 1e-5))[None, None, None, :]
+
+
 class WNConv(nnx.Module):
     """NVAE's 2-D conv (NHWC), weight-normalised: W = exp(log g) · v / (‖v‖ + 1e-5), per output channel.
 
@@ -148,11 +161,7 @@ class WNConv(nnx.Module):
 
     def weight(self) -> jax.Array:
         """The normalised kernel [k, k, C_in/groups, C_out]."""
-        v = self.v[...] if self.mask_spec is None else self.v[...] * ar_conv_mask(*self.mask_spec)
-        if self.log_g is None:
-            return v
-        norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=(0, 1, 2)))  # [C_out]
-        return v * (jnp.exp(self.log_g[...]) / (norm + 1e-5))[None, None, None, :]
+        return _normalised_kernel(self, self.v[...], None if self.log_g is None else self.log_g[...], jnp)
 
     def weight_matrix(self) -> jax.Array:
         """The normalised kernel reshaped to [C_out, k·k·C_in/groups]."""
@@ -255,16 +264,13 @@ def warm_start_spectral(model: nnx.Module, num_iter: int = 40) -> None:
     """Runs `num_iter` power iterations (host NumPy, no compilation) for every WNConv's persistent u, v.
 
     NVAE's first spectral estimate uses many more iterations than the per-step `num_power_iter`.
-    W is `WNConv.weight_matrix` recomputed in NumPy (eagerly in jnp it compiled ~3 programs per shape).
+    W is `WNConv.weight_matrix` computed in NumPy (eagerly in jnp it compiled ~3 programs per shape).
     """
     for _, m in nnx.iter_graph(model):
         if isinstance(m, WNConv):
-            v = np.asarray(m.v[...], np.float64)
-            if m.mask_spec is not None:
-                v = v * np.asarray(ar_conv_mask(*m.mask_spec))
-            if m.log_g is not None:
-                v = v * np.exp(np.asarray(m.log_g[...], np.float64)) / (np.sqrt(np.sum(v * v, axis=(0, 1, 2))) + 1e-5)
-            w = v.transpose(3, 0, 1, 2).reshape(v.shape[3], -1)
+            log_g = None if m.log_g is None else np.asarray(m.log_g[...], np.float64)
+            w = _normalised_kernel(m, np.asarray(m.v[...], np.float64), log_g, np)
+            w = w.transpose(3, 0, 1, 2).reshape(w.shape[3], -1)
             u, v = np.asarray(m.sn_u[...], np.float64), np.asarray(m.sn_v[...], np.float64)
             for _ in range(num_iter):
                 v = w.T @ u
@@ -283,7 +289,6 @@ def ar_conv_mask(kernel: int, c_in: int, c_out: int, groups: int, zero_diag: boo
     Depthwise (groups = C_in): the centre tap is visible unless `zero_diag`. `mirror` flips the
     spatial order (bottom-right first), keeping the channel order (NVAE's paired cells).
     """
-
     m = (kernel - 1) // 2
     mask = np.ones((kernel, kernel, c_in // groups, c_out), np.float32)
     mask[m:, :] = 0.0
