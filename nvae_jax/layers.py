@@ -63,12 +63,16 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     supports reverse-mode autodiff (grad, vjp, jacrev) but not forward mode (jvp, jacfwd).
     """
     if jax.default_backend() != "cpu":
-        lo = (kernel.shape[0] - 1) // 2
-        pad = (lo, kernel.shape[0] - 1 - lo)
+        pad = _same_padding(kernel.shape[0])
         return jax.lax.conv_general_dilated(x, kernel, (1, 1), [pad, pad],
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                             feature_group_count=x.shape[-1])
     return _depthwise_taps(x, kernel)
+
+
+def _same_padding(k: int) -> tuple[int, int]:
+    """(before, after) padding of a stride-1 'same' conv with a k-wide kernel: (⌊(k−1)/2⌋, ⌈(k−1)/2⌉)."""
+    return (k - 1) // 2, k - 1 - (k - 1) // 2
 
 
 def _shifted_sum(x: jax.Array, kernel: jax.Array, lo: int, hi: int) -> jax.Array:
@@ -82,8 +86,7 @@ def _shifted_sum(x: jax.Array, kernel: jax.Array, lo: int, hi: int) -> jax.Array
 
 @jax.custom_vjp
 def _depthwise_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    k = kernel.shape[0]
-    return _shifted_sum(x, kernel, (k - 1) // 2, k - 1 - (k - 1) // 2)
+    return _shifted_sum(x, kernel, *_same_padding(kernel.shape[0]))
 
 
 def _depthwise_taps_fwd(x, kernel):
@@ -99,7 +102,7 @@ def _depthwise_taps_bwd(res, g):
     """
     x, kernel = res
     k = kernel.shape[0]
-    lo, hi = (k - 1) // 2, k - 1 - (k - 1) // 2
+    lo, hi = _same_padding(k)
     dx = _shifted_sum(g, kernel[::-1, ::-1], hi, lo)
     xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
 

@@ -20,7 +20,6 @@ occurrence of the current n-gram (of any n) in O(S) per step; the allowed vocabu
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
