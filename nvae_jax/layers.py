@@ -34,7 +34,7 @@ def host_normal(key: jax.Array, shape: tuple[int, ...], scale: float = 1.0) -> j
 
     seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
     gen = np.random.default_rng(seed.astype(np.uint64).tolist())
-    return jnp.asarray((scale * gen.standard_normal(shape)).astype(np.float32))  # float32 on the host: no XLA cast
+    return jax.device_put((scale * gen.standard_normal(shape)).astype(np.float32))  # float32 on the host: no XLA cast
 
 
 def host_init(stddev_fn):
@@ -150,8 +150,8 @@ class WNConv(nnx.Module):
         # initial values by NumPy when concrete: eager jnp ops would compile an XLA program per shape
         xp = jnp if isinstance(self.v[...], jax.core.Tracer) else np
         norm = xp.sqrt(xp.sum(xp.square(self.v[...]), axis=(0, 1, 2)))
-        self.log_g = nnx.Param(jnp.asarray(xp.log(norm + 1e-2))) if weight_norm else None
-        self.bias = nnx.Param(jnp.asarray(np.zeros((c_out,), np.float32))) if use_bias else None
+        self.log_g = nnx.Param(jax.device_put(xp.log(norm + 1e-2))) if weight_norm else None
+        self.bias = nnx.Param(jax.device_put(np.zeros((c_out,), np.float32))) if use_bias else None
         self.mask_spec = None  # static arguments of `ar_conv_mask` (set by ARConv), else no mask
         self.stride, self.groups, self.kernel = stride, groups, kernel
         # persistent power-iteration vectors for the spectral penalty on W reshaped to [C_out, k·k·C_in/g];
@@ -159,8 +159,8 @@ class WNConv(nnx.Module):
         # runs NVAE's longer first estimate once before training, later steps `num_power_iter` each.
         u0 = xp.asarray(host_normal(rngs.params(), (c_out,)))
         v0 = xp.asarray(host_normal(rngs.params(), (kernel * kernel * (c_in // groups),)))
-        self.sn_u = SpectralVector(jnp.asarray(u0 / xp.linalg.norm(u0)))
-        self.sn_v = SpectralVector(jnp.asarray(v0 / xp.linalg.norm(v0)))
+        self.sn_u = SpectralVector(jax.device_put(u0 / xp.linalg.norm(u0)))
+        self.sn_v = SpectralVector(jax.device_put(v0 / xp.linalg.norm(v0)))
 
     def weight(self) -> jax.Array:
         """The normalised kernel [k, k, C_in/groups, C_out]."""
@@ -280,8 +280,8 @@ def warm_start_spectral(model: nnx.Module, num_iter: int = 40) -> None:
                 v /= np.linalg.norm(v) + 1e-12
                 u = w @ v
                 u /= np.linalg.norm(u) + 1e-12
-            m.sn_u[...] = jnp.asarray(u.astype(np.float32))
-            m.sn_v[...] = jnp.asarray(v.astype(np.float32))
+            m.sn_u[...] = jax.device_put(u.astype(np.float32))
+            m.sn_v[...] = jax.device_put(v.astype(np.float32))
 
 
 def ar_conv_mask(kernel: int, c_in: int, c_out: int, groups: int, zero_diag: bool, mirror: bool):
