@@ -123,12 +123,7 @@ def predict(graphdef, state, images: np.ndarray, batch_size: int) -> np.ndarray:
         model.eval()
         return model(normalise(x))
 
-    out = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk),) + chunk.shape[1:], chunk.dtype)])
-        out.append(np.asarray(forward(state.params, state.model_state, padded))[: len(chunk)])
-    return np.concatenate(out)
+    return train.map_fixed_batches(lambda x: forward(state.params, state.model_state, x), (images,), batch_size)
 
 
 def run(config: CifarLTConfig, ctx) -> dict:

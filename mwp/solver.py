@@ -68,16 +68,13 @@ def answer_accuracy(decode_fn, problems: Sequence[dict], tokenizer, max_source: 
                     ) -> tuple[float, list[str]]:
     """Decodes every problem with `decode_fn(source [B, S], lens [B]) -> tokens [B, L]` (fixed batch
     size, the last batch padded) and returns (answer accuracy, predictions)."""
+    from shared.train import map_fixed_batches
+
+    if not problems:
+        return 0.0, []
     src, lens = encode_sources(problems, tokenizer, max_source)
-    preds: list[str] = []
-    for start in range(0, len(problems), batch_size):
-        s, n = src[start:start + batch_size], lens[start:start + batch_size]
-        k = len(s)
-        if k < batch_size:  # pad to the fixed shape (no recompile)
-            s = np.concatenate([s, np.repeat(s[:1], batch_size - k, 0)])
-            n = np.concatenate([n, np.repeat(n[:1], batch_size - k, 0)])
-        out = np.asarray(jax.device_get(decode_fn(jnp.asarray(s), jnp.asarray(n))))[:k]
-        preds.extend(tokenizer.decode_expression(row) for row in out)
+    out = map_fixed_batches(decode_fn, (src, lens), batch_size)
+    preds = [tokenizer.decode_expression(row) for row in out]
     correct = [is_correct(p, prob) for p, prob in zip(preds, problems)]
     return float(np.mean(correct)) if correct else 0.0, preds
 

@@ -20,7 +20,7 @@ Example (a notebook):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import flax.struct
@@ -245,6 +245,34 @@ def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarra
     padded = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
     padded["weight"] = (np.arange(size) < n).astype(np.float32)
     return padded
+
+
+def map_fixed_batches(fn: Callable[..., PyTree], arrays: Sequence[np.ndarray], batch_size: int) -> PyTree:
+    """`fn` over row chunks of exactly `batch_size` rows, so a jitted `fn` compiles once; real rows only.
+
+    The last chunk is padded by repeating its last row (a valid input for any model, unlike zeros or
+    pad tokens), and the padded rows are dropped from the outputs.
+
+    Args:
+      fn: `fn(*chunks) -> outputs`, a pytree of arrays whose leading axis is the batch.
+      arrays: host arrays with the same number of rows N.
+      batch_size: rows per call.
+    Returns:
+      the outputs' pytree as NumPy arrays with N rows (chunks concatenated in order).
+    """
+    n = len(arrays[0])
+    if n == 0 or any(len(a) != n for a in arrays):
+        raise ValueError(f"map_fixed_batches: arrays need the same, non-zero number of rows, got "
+                         f"{[len(a) for a in arrays]}")
+    outs = []
+    for start in range(0, n, batch_size):
+        chunk = [np.asarray(a[start:start + batch_size]) for a in arrays]
+        real = len(chunk[0])
+        if real < batch_size:
+            chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - real, 0)]) for c in chunk]
+        out = jax.device_get(fn(*chunk))
+        outs.append(jax.tree.map(lambda o: np.asarray(o)[:real], out))
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
 
 
 def evaluate(eval_step, state: TrainState, batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh,

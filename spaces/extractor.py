@@ -165,6 +165,7 @@ def unilm_clause_vectors(model, clause_ids: jax.Array, batch_size: int = 64) -> 
     clause_ids int [M, L] ([CLS] clause [SEP], padded with pad_id) -> float32 [M, H]; plain bidirectional
     attention within the clause. Runs jitted in batches of `batch_size` (the last one padded).
     """
+    from shared.train import map_fixed_batches
     from shared.unilm import padding_mask
 
     graphdef, state = nnx.split(model)
@@ -176,12 +177,4 @@ def unilm_clause_vectors(model, clause_ids: jax.Array, batch_size: int = 64) -> 
         h = m.encode(ids, jnp.zeros_like(ids), mask=padding_mask(valid), valid=valid)
         return masked_mean(h.astype(jnp.float32), valid)
 
-    ids = np.asarray(clause_ids)
-    out = []
-    for s in range(0, len(ids), batch_size):
-        chunk = ids[s:s + batch_size]
-        pad = batch_size - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.full((pad,) + chunk.shape[1:], model.config.pad_id, chunk.dtype)])
-        out.append(np.asarray(run(state, jnp.asarray(chunk)))[:batch_size - pad])
-    return np.concatenate(out)
+    return map_fixed_batches(lambda ids: run(state, ids), (np.asarray(clause_ids),), batch_size)

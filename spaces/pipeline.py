@@ -179,24 +179,19 @@ def train_generator(config: PipelineConfig, model, arrays: dict[str, np.ndarray]
 def decode_summaries(graphdef, weights, vocab, sources: list[str], config: PipelineConfig, *, use_copy: bool,
                      top_k: int) -> list[str]:
     """Beam search (`config.beam_size`) for every source text; returns the decoded summaries."""
+    from shared.train import map_fixed_batches
     from spaces.copy_decoding import make_generate
     from spaces.generator import encode_pairs
 
     run = make_generate(graphdef, beam_size=config.beam_size, max_new=config.max_target + 1, eos_id=vocab.sep_id,
                         use_copy=use_copy, top_k=top_k)
 
+    if not sources:
+        return []
     enc = encode_pairs(vocab, sources, None, config.max_source, 0)
-    out = []
-    n = config.decode_batch
-    for s in range(0, len(sources), n):
-        ids, lens = enc["ids"][s:s + n], enc["source_len"][s:s + n]
-        pad = n - len(ids)
-        if pad:  # fixed shapes: one compilation
-            ids = np.concatenate([ids, np.repeat(ids[-1:], pad, 0)])
-            lens = np.concatenate([lens, np.repeat(lens[-1:], pad, 0)])
-        tokens = np.asarray(run(tuple(weights), ids, lens).tokens[:, 0])[:n - pad]
-        out.extend(vocab.decode(t) for t in tokens)
-    return out
+    tokens = map_fixed_batches(lambda ids, lens: run(tuple(weights), ids, lens).tokens[:, 0],
+                               (enc["ids"], enc["source_len"]), config.decode_batch)
+    return [vocab.decode(t) for t in tokens]
 
 
 # ------------------------------------------------------------------------------------------ the run
