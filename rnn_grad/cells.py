@@ -81,29 +81,38 @@ def initial_state(cell: str, hidden: int, dtype=jnp.float32):
     return (h, h) if cell == "lstm" else h
 
 
-def step(cell: str, params: dict, state, x: jax.Array):
-    """One step: (state_{t-1}, x_t) -> state_t. Shapes as in the module docstring."""
-    check_cell(cell)
-    w, u, b = params["W"], params["U"], params["b"]
-    if cell == "simple":
-        return jnp.tanh(x @ w + state @ u + b)
+def lstm_gates(params: dict, state, x: jax.Array):
+    """(i, f, ĉ, o, c_t) of one LSTM step from state (h, c)_{t-1} and x_t (vectors)."""
+    h, c = state
+    d = params["U"].shape[0]
+    a = x @ params["W"] + h @ params["U"] + params["b"]
+    i, f, o = (jax.nn.sigmoid(a[j * d:(j + 1) * d]) for j in (0, 1, 3))
+    g = jnp.tanh(a[2 * d:3 * d])
+    return i, f, g, o, f * c + i * g
+
+
+def gru_gates(params: dict, h: jax.Array, x: jax.Array):
+    """(z, r, ĥ) of one GRU step from h_{t-1} and x_t (vectors)."""
+    u = params["U"]
     d = u.shape[0]
-    if cell == "lstm":
-        h, c = state
-        a = x @ w + h @ u + b
-        i = jax.nn.sigmoid(a[:d])
-        f = jax.nn.sigmoid(a[d:2 * d])
-        g = jnp.tanh(a[2 * d:3 * d])
-        o = jax.nn.sigmoid(a[3 * d:])
-        c_new = f * c + i * g
-        return (o * jnp.tanh(c_new), c_new)
-    h = state
-    ax = x @ w + b
+    ax = x @ params["W"] + params["b"]
     ah = h @ u[:, :2 * d]
     z = jax.nn.sigmoid(ax[:d] + ah[:d])
     r = jax.nn.sigmoid(ax[d:2 * d] + ah[d:])
     hh = jnp.tanh(ax[2 * d:] + (r * h) @ u[:, 2 * d:])
-    return (1.0 - z) * h + z * hh
+    return z, r, hh
+
+
+def step(cell: str, params: dict, state, x: jax.Array):
+    """One step: (state_{t-1}, x_t) -> state_t. Shapes as in the module docstring."""
+    check_cell(cell)
+    if cell == "simple":
+        return jnp.tanh(x @ params["W"] + state @ params["U"] + params["b"])
+    if cell == "lstm":
+        _, _, _, o, c_new = lstm_gates(params, state, x)
+        return (o * jnp.tanh(c_new), c_new)
+    z, _, hh = gru_gates(params, state, x)
+    return (1.0 - z) * state + z * hh
 
 
 def hidden(cell: str, state) -> jax.Array:

@@ -35,24 +35,10 @@ def flat_step(cell: str, params: dict, s: jax.Array, x: jax.Array) -> jax.Array:
 
 # ----------------------------------------------------------------------------- closed forms
 
-def _sig_parts(params, h, x, k):
-    d = params["U"].shape[0]
-    a = x @ params["W"] + h @ params["U"] + params["b"]
-    return [a[j * d:(j + 1) * d] for j in range(k)], d
-
-
 def simple_rnn_jacobian(params: dict, h_prev: jax.Array, x: jax.Array) -> jax.Array:
     """∂h_t/∂h_{t−1} = diag(1 − h_t²) U (post eq. for the simple RNN). Returns [d, d]."""
     h = cells.step("simple", params, h_prev, x)
     return (1.0 - h * h)[:, None] * params["U"].T
-
-
-def lstm_gates(params: dict, state, x):
-    """(i, f, ĉ, o, c_t) of one LSTM step."""
-    h, c = state
-    (ai, af, ag, ao), _ = _sig_parts(params, h, x, 4)
-    i, f, g, o = jax.nn.sigmoid(ai), jax.nn.sigmoid(af), jnp.tanh(ag), jax.nn.sigmoid(ao)
-    return i, f, g, o, f * c + i * g
 
 
 def lstm_state_jacobian(params: dict, state, x: jax.Array) -> jax.Array:
@@ -63,7 +49,7 @@ def lstm_state_jacobian(params: dict, state, x: jax.Array) -> jax.Array:
     for h_{t−1}).
     """
     h_prev, c_prev = state
-    i, f, g, o, c = lstm_gates(params, state, x)
+    i, f, g, o, c = cells.lstm_gates(params, state, x)
     d = h_prev.shape[0]
     ut = params["U"].T  # [4d, d]
     ui, uf, ug, uo = (ut[j * d:(j + 1) * d] for j in range(4))
@@ -97,13 +83,8 @@ def gru_jacobian(params: dict, h_prev: jax.Array, x: jax.Array) -> jax.Array:
     diag(1 − z) + diag((ĥ − h_{t−1}) z(1−z)) U_zᵀ + diag(z(1 − ĥ²)) U_ĥᵀ (diag(r) + diag(h_{t−1} r(1−r)) U_rᵀ).
     """
     d = h_prev.shape[0]
-    w, u, b = params["W"], params["U"], params["b"]
-    ax = x @ w + b
-    ah = h_prev @ u[:, :2 * d]
-    z = jax.nn.sigmoid(ax[:d] + ah[:d])
-    r = jax.nn.sigmoid(ax[d:2 * d] + ah[d:])
-    hh = jnp.tanh(ax[2 * d:] + (r * h_prev) @ u[:, 2 * d:])
-    ut = u.T
+    z, r, hh = cells.gru_gates(params, h_prev, x)
+    ut = params["U"].T
     uz, ur, uh = ut[:d], ut[d:2 * d], ut[2 * d:]
     d_rh = jnp.diag(r) + (h_prev * r * (1 - r))[:, None] * ur
     return (jnp.diag(1 - z) + ((hh - h_prev) * z * (1 - z))[:, None] * uz

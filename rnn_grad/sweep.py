@@ -8,6 +8,7 @@ dominant diagonal term ½·mean_t log mean_i f² resp. (1 − z)²). Reference: 
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -22,27 +23,30 @@ REFERENCE_SPECTRAL = {0.9: (0.31, 1.4e-3, 1.6e-6), 1.0: (0.85, 0.12, 6e-3), 1.1:
                       1.5: (15.0, 467.0, 7.9e3)}
 
 
+@functools.partial(jax.jit, static_argnames=("cell", "power_iters"))
+def _long_range_norms_batch(cell, params, xs, power_iters):
+    # params are arguments, not constants: one compilation per cell serves every gain / forget bias
+    return jax.vmap(lambda x: J.long_range_norms(cell, params, x, power_iters=power_iters))(xs)
+
+
 def _measure(cell, params, xs, power_iters):
-    f = jax.vmap(lambda x: J.long_range_norms(cell, params, x, power_iters=power_iters))
-    return jax.tree.map(np.asarray, jax.jit(f)(xs))
+    """`long_range_norms` of every sequence of xs [B, T, d], as NumPy arrays with a leading B axis."""
+    return jax.tree.map(np.asarray, _long_range_norms_batch(cell, params, xs, power_iters))
 
 
-def _gate_path(cell, params, xs):
-    """The dominant diagonal path along the trajectory: f_t (LSTM) or 1 − z_t (GRU), [B, T, d]."""
-    d = cells.hidden_size(params)
+def _gate_path(cell, params, xs, hs):
+    """The dominant diagonal path along the trajectory: f_t (LSTM) or 1 − z_t (GRU), [B, T, d].
 
-    def one(x):
-        _, states = cells.run(cell, params, x)
-        if cell == "lstm":
-            h, c = states
-            h_prev = jnp.concatenate([jnp.zeros((1, d)), h[:-1]], axis=0)
-            a = x @ params["W"] + h_prev @ params["U"] + params["b"][None, :]
-            return jax.nn.sigmoid(a[:, d:2 * d])
-        h_prev = jnp.concatenate([jnp.zeros((1, d)), states[:-1]], axis=0)
-        a = x @ params["W"][:, :d] + h_prev @ params["U"][:, :d] + params["b"][None, :d]
-        return 1.0 - jax.nn.sigmoid(a)
+    xs [B, T, d] the inputs, hs [B, T, d] the hidden states h_1..h_T they produced (h_0 = 0).
+    """
+    h_prev = jnp.concatenate([jnp.zeros_like(hs[:, :1]), hs[:, :-1]], axis=1)
 
-    return np.asarray(jax.jit(jax.vmap(one))(xs))
+    def gate(h, x):
+        if cell == "lstm":  # f_t depends on h_{t-1} and x_t only; c_{t-1} only enters c_t
+            return cells.lstm_gates(params, (h, jnp.zeros_like(h)), x)[1]
+        return 1.0 - cells.gru_gates(params, h, x)[0]
+
+    return np.asarray(jax.vmap(jax.vmap(gate))(h_prev, xs))
 
 
 def run(config, ctx) -> dict:
@@ -94,7 +98,7 @@ def run(config, ctx) -> dict:
             out = _measure(cell, params, xs, config.power_iters)
             fit = float(J.fitted_log_rate(out[f"log_spec_{view}"], config.min_lag))
             fit_f = float(J.fitted_log_rate(out[f"log_frob_{view}"], config.min_lag))
-            pred = float(J.predicted_log_rate_diag(_gate_path(cell, params, xs)))
+            pred = float(J.predicted_log_rate_diag(_gate_path(cell, params, xs, out["hs"])))
             fit_x = float(J.fitted_log_rate(out["log_grad_x"], config.min_lag))
             entry = {"fitted_log_rate": fit, "predicted_log_rate": pred, "fitted_log_rate_frobenius": fit_f,
                      "fitted_log_rate_grad_x": fit_x}

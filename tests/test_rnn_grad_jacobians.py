@@ -42,7 +42,7 @@ def test_lstm_cell_path_jacobian_matches_jacfwd():
     got = J.lstm_cell_jacobian(p, (o_prev * jnp.tanh(c), c), x, o_prev)
     np.testing.assert_allclose(got, ref, atol=1e-5)
     # the post's bound: the off-diagonal part is small compared with diag(f) when f ≈ 1
-    f = J.lstm_gates(p, (o_prev * jnp.tanh(c), c), x)[1]
+    f = cells.lstm_gates(p, (o_prev * jnp.tanh(c), c), x)[1]
     assert float(jnp.abs(got - jnp.diag(f)).max()) < 0.5
 
 
