@@ -110,10 +110,6 @@ def make_decoder(graphdef, beam: int, max_new: int, eos_id: int):
     return decode
 
 
-def warmup_cosine(learning_rate: float, warmup: int, total: int) -> optax.Schedule:
-    return optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup, 1), max(total, warmup + 1))
-
-
 def run_synthetic(config, ctx) -> dict:
     """mwp.synthetic_solver: tiny UniLM from scratch on synthetic Ape210K-format problems."""
     from shared import data, train
@@ -130,7 +126,7 @@ def run_synthetic(config, ctx) -> dict:
     model = unilm.create("tiny", seed=config.seed, vocab_size=tok.vocab_size, hidden=config.hidden,
                          layers=config.layers, heads=config.heads, intermediate=config.mlp,
                          max_position=arrays["ids"].shape[1], dropout=config.dropout)
-    tx = optax.adam(warmup_cosine(config.learning_rate, config.warmup_steps, config.num_steps))
+    tx = optax.adam(train.warmup_cosine(config.learning_rate, config.warmup_steps, config.num_steps))
     mesh = train.make_mesh()
     graphdef, state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed))
     first_char = len(SPECIALS) + len(EXPRESSION_PIECES) + len(SLOTS)  # CharTokenizer layout

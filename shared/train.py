@@ -201,6 +201,13 @@ def build_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Me
                    donate_argnums=donate_state_argnums())
 
 
+def warmup_cosine(learning_rate: float, warmup: int, total: int, end_fraction: float = 0.0) -> optax.Schedule:
+    """Linear warm-up from 0 to `learning_rate` over `warmup` steps, then cosine decay to
+    `end_fraction · learning_rate` at step `total` (warm-up ≥ 1 step, decay ≥ 1 step)."""
+    return optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup, 1), max(total, warmup + 1),
+                                              end_fraction * learning_rate)
+
+
 def donate_state_argnums() -> tuple[int, ...]:
     """(0,) on accelerators, where donating the state halves its memory; () on CPU, where XLA's
     in-place aliasing of donated buffers blocks fusions and made the step ~14% slower (bench_harness)."""

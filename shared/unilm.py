@@ -270,18 +270,26 @@ def create(name_or_config: str | UniLMConfig = "tiny", *, seed: int | None = Non
     return UniLM(c, rngs=nnx.Rngs(c.seed if seed is None else seed))
 
 
+def seq2seq_targets(ids: jax.Array, segments: jax.Array, valid: jax.Array | None = None,
+                    pad_id: int = 0) -> tuple[jax.Array, jax.Array]:
+    """The next-token targets of a UniLM seq2seq batch: position t predicts token t+1 where
+    segments[t+1] == 1 and it is valid.
+
+    Args: ids, segments int [B, T]; valid bool [B, T] (default ids != pad_id).
+    Returns (labels int [B, T-1] = ids[:, 1:], w float32 [B, T-1] = 1 on target positions else 0).
+    """
+    valid = (ids != pad_id) if valid is None else valid
+    return ids[:, 1:], ((segments[:, 1:] == 1) & valid[:, 1:]).astype(jnp.float32)
+
+
 def seq2seq_nll(logits: jax.Array, ids: jax.Array, segments: jax.Array, valid: jax.Array | None = None,
                 pad_id: int = 0) -> tuple[jax.Array, jax.Array]:
-    """Per-example summed target-token NLL and target-token count.
-
-    Position t predicts token t+1 where segments[t+1] == 1 and it is valid:
+    """Per-example summed target-token NLL and target-token count (targets from `seq2seq_targets`):
       nll_b = -sum_t w_bt log softmax(logits_bt)[ids_b,t+1],  n_b = sum_t w_bt.
     Args: logits [B, T, V]; ids, segments int [B, T]; valid bool [B, T] (default ids != pad_id).
     Returns (nll [B], count [B]).
     """
-    valid = (ids != pad_id) if valid is None else valid
-    labels = ids[:, 1:]
-    w = ((segments[:, 1:] == 1) & valid[:, 1:]).astype(jnp.float32)  # [B, T-1]
+    labels, w = seq2seq_targets(ids, segments, valid, pad_id)
     logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32))
     nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]  # [B, T-1]
     return jnp.where(w > 0, nll, 0.0).sum(-1), w.sum(-1)

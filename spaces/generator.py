@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from shared.sparse_softmax import sparse_softmax_cross_entropy
-from shared.unilm import UniLM
+from shared.unilm import UniLM, seq2seq_targets
 
 __all__ = ["O", "B", "I", "lcs_alignment", "bio_labels", "CopyGenerator", "generator_loss", "add_noise",
            "ema_update", "encode_pair", "encode_pairs"]
@@ -123,8 +123,7 @@ def generator_loss(*, sparse_k: int = 10, copy_weight: float = 2.0, noise: float
         inputs = add_noise(ids, jax.random.fold_in(rng, 1), noise, special_ids, pad)
         key = jax.random.fold_in(rng, 2) if model.lm.config.dropout > 0 else None
         logits, copy = model(inputs, seg, key=key)
-        labels = ids[:, 1:]
-        w = ((seg[:, 1:] == 1) & (labels != pad)).astype(jnp.float32)  # [B, T-1]
+        labels, w = seq2seq_targets(ids, seg, pad_id=pad)  # [B, T-1]
         if "weight" in batch:
             w = w * batch["weight"][:, None]
         lg = logits[:, :-1]

@@ -93,10 +93,6 @@ def train_extractor(config: PipelineConfig, inputs: np.ndarray, clause_mask: np.
 
 
 # ------------------------------------------------------------------------------------------ generator
-def _warmup_cosine(lr: float, warmup: int, total: int):
-    return optax.warmup_cosine_decay_schedule(0.0, lr, max(1, warmup), max(total, warmup + 1), lr * 0.05)
-
-
 def build_generator(config: PipelineConfig, vocab, seed: int, char_vocab=None):
     """A `CopyGenerator` from scratch or from `config.checkpoint_dir` (HF BERT directory).
 
@@ -137,7 +133,8 @@ def train_generator(config: PipelineConfig, model, arrays: dict[str, np.ndarray]
     from spaces.generator import ema_update, generator_loss
 
     tx = optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adam(_warmup_cosine(config.generator_lr, config.warmup_steps, config.generator_steps)))
+                     optax.adam(train.warmup_cosine(config.generator_lr, config.warmup_steps,
+                                                    config.generator_steps, end_fraction=0.05)))
     graphdef, state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed))
     loss = generator_loss(sparse_k=sparse_k, copy_weight=copy_weight, noise=config.noise, special_ids=special_ids)
     step = train.make_step(train.nnx_loss(graphdef, loss), tx)
