@@ -120,12 +120,8 @@ def build(cfg: Config, total_steps: int, mesh=None):
         beta = hvae.kl_warmup_coeff(state.step, total_steps, cfg.kl_anneal_portion, cfg.kl_min_coeff)
         return inner(state, {**batch, "beta": beta})
 
-    shardings = harness.state_sharding(state, mesh)
-    state = jax.device_put(state, shardings)
-    jitted = jax.jit(step, in_shardings=(shardings, harness.batch_sharding(mesh)),
-                     out_shardings=(shardings, harness.replicated(mesh)),
-                     donate_argnums=harness.donate_state_argnums())
-    return graphdef, state, jitted
+    jitted = harness.jit_train_step(step, mesh, state)
+    return graphdef, jax.device_put(state, harness.state_sharding(state, mesh)), jitted
 
 
 def make_data(cfg: Config, images: np.ndarray, transform=None):

@@ -195,9 +195,15 @@ def build_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Me
       arrays passed in, nor the model they were split from); state must be placed with `state_sharding(state, mesh,
       fsdp)` and the batch with `shard_batch`. Metrics come back replicated.
     """
-    return jax.jit(make_step(loss_fn, tx),
-                   in_shardings=(state_sharding(state, mesh, fsdp), batch_sharding(mesh)),
-                   out_shardings=(state_sharding(state, mesh, fsdp), replicated(mesh)),
+    return jit_train_step(make_step(loss_fn, tx), mesh, state, fsdp)
+
+
+def jit_train_step(step: Callable[[TrainState, PyTree], tuple[TrainState, Metrics]], mesh: Mesh, state: TrainState,
+                   fsdp: bool = False):
+    """`jax.jit` of any `step(state, batch) -> (state, metrics)` (e.g. `make_step`'s, wrapped to add a
+    schedule or an EMA) with the shardings and donation of `build_train_step`."""
+    shardings = state_sharding(state, mesh, fsdp)
+    return jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, replicated(mesh)),
                    donate_argnums=donate_state_argnums())
 
 

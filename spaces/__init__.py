@@ -17,7 +17,7 @@ _LAZY = {
                   "select_clauses", "unilm_clause_vectors", "encode_clauses"),
     "generator": ("CopyGenerator", "add_noise", "bio_labels", "ema_update", "encode_pair", "encode_pairs",
                   "generator_loss", "lcs_alignment"),
-    "pipeline": ("run_pipeline",),
+    "pipeline": ("run_pipeline", "GeneratorState"),
     "vocab": ("Vocab", "init_word_embeddings"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}

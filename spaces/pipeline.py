@@ -13,6 +13,7 @@ import dataclasses
 import pathlib
 import random
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,11 +21,19 @@ import numpy as np
 import optax
 from flax import nnx
 
+from shared.train import TrainState
 from spaces.configs import PipelineConfig
 from spaces.data import Document, document_clauses, load_cail2020, split_clauses
 from spaces.labelling import extract_matching, oracle_text
 
-__all__ = ["run_pipeline", "label_documents", "train_extractor", "train_generator", "decode_summaries"]
+__all__ = ["GeneratorState", "run_pipeline", "label_documents", "train_extractor", "train_generator", "decode_summaries"]
+
+
+class GeneratorState(TrainState):
+    """The harness's `TrainState` plus `ema`, the exponential moving average of `params` that decoding
+    uses (updated inside the jitted step, checkpointed and resumed with the rest)."""
+
+    ema: Any
 
 
 def _batch_indices(seed: int, step: int, n: int, size: int) -> np.ndarray:
@@ -128,49 +137,46 @@ def build_generator(config: PipelineConfig, vocab, seed: int, char_vocab=None):
 
 def train_generator(config: PipelineConfig, model, arrays: dict[str, np.ndarray], *, sparse_k: int,
                     copy_weight: float, name: str, ctx=None, special_ids=(0, 1, 2, 3, 4)):
-    """Trains a generator; returns (graphdef, EMA state to decode with, history)."""
-    from shared import train
+    """Trains a generator on the shared loop (`shared.loop.fit`: data-parallel mesh, checkpoints under
+    `ctx.checkpoint_dir / name`, exact `--resume`); returns (graphdef, EMA state to decode with, history).
+
+    arrays: "ids", "segments", "copy" int [N, T] (`encode_pairs`); batches of `config.generator_batch`
+    drawn by `shared.data.make_dataset` (a fresh permutation every epoch).
+    """
+    from shared import data, train
+    from shared.loop import fit
     from spaces.generator import ema_update, generator_loss
 
+    mesh = train.make_mesh()
+    if config.generator_batch % mesh.size:
+        raise ValueError(f"config.generator_batch ({config.generator_batch}) must be a multiple of the "
+                         f"{mesh.size} devices it is split over")
     tx = optax.chain(optax.clip_by_global_norm(1.0),
                      optax.adam(train.warmup_cosine(config.generator_lr, config.warmup_steps,
                                                     config.generator_steps, end_fraction=0.05)))
     graphdef, state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed))
+    state = GeneratorState(**{f.name: getattr(state, f.name) for f in dataclasses.fields(state)}, ema=state.params)
     loss = generator_loss(sparse_k=sparse_k, copy_weight=copy_weight, noise=config.noise, special_ids=special_ids)
     step = train.make_step(train.nnx_loss(graphdef, loss), tx)
 
-    @jax.jit
-    def train_step(state, ema, batch):
+    def step_with_ema(state, batch):
         state, metrics = step(state, batch)
         t = state.step.astype(jnp.float32)
         decay = jnp.minimum(config.ema, (1.0 + t) / (10.0 + t))  # EMA warm-up for short runs
-        return state, ema_update(ema, state.params, decay), metrics
+        return state.replace(ema=ema_update(state.ema, state.params, decay)), metrics
 
-    ema = state.params
-    start = 0
-    ckpt = None
-    if ctx is not None and config.checkpoint_every:
-        ckpt = train.Checkpointer(pathlib.Path(ctx.checkpoint_dir) / name, keep=2)
-        if ctx.resume:
-            restored = ckpt.restore({"state": state, "ema": ema})
-            if restored is not None:
-                state, ema, start = restored.state["state"], restored.state["ema"], restored.step
-    history = []
-    steps = range(start, config.generator_steps)
-    for i in (ctx.progress(steps, desc=name) if ctx else steps):
-        idx = _batch_indices(config.seed + 1, i, len(arrays["ids"]), config.generator_batch)
-        batch = {k: arrays[k][idx] for k in ("ids", "segments", "copy")}
-        state, ema, metrics = train_step(state, ema, batch)
-        if (i + 1) % 50 == 0 or i + 1 == config.generator_steps:
-            history.append({"step": i + 1, **{k: float(v) for k, v in metrics.items()
-                                             if k in ("loss", "lm_loss", "copy_loss", "token_accuracy")}})
-            if ctx is not None:
-                ctx.log_scalars(i + 1, history[-1], prefix=f"{name}/")
-        if ckpt is not None and (i + 1) % config.checkpoint_every == 0:
-            ckpt.save(i + 1, {"state": state, "ema": ema}, config=config)
-    if ckpt is not None:
-        ckpt.close()
-    return graphdef, (ema, state.model_state), history
+    train_step = train.jit_train_step(step_with_ema, mesh, state)
+    state = jax.device_put(state, train.state_sharding(state, mesh))
+    dataset = data.make_dataset(data.ArraySource({k: arrays[k] for k in ("ids", "segments", "copy")}),
+                                batch_size=config.generator_batch, seed=config.seed + 1)
+    checkpointer = train.Checkpointer(ctx.checkpoint_dir / name, keep=2) if ctx is not None else None
+    state, history = fit(state=state, train_step=train_step, dataset=dataset, mesh=mesh,
+                         num_steps=config.generator_steps, checkpointer=checkpointer,
+                         checkpoint_every=config.checkpoint_every, resume=ctx is not None and ctx.resume,
+                         log_every=min(50, config.generator_steps), config=config, ctx=ctx, desc=name)
+    if checkpointer is not None:
+        checkpointer.close()
+    return graphdef, (state.ema, state.model_state), history
 
 
 def decode_summaries(graphdef, weights, vocab, sources: list[str], config: PipelineConfig, *, use_copy: bool,
