@@ -6,9 +6,9 @@ python benchmarks/bench_nvae.py --config tiny_mnist|mnist --batch 8 --steps 10 [
 Prints one JSON line and appends it to benchmarks/results/nvae.jsonl. By default (`--malloc hugetlb`) the
 script first re-executes itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as the `kexue` command does
 (`shared.host_malloc`), and both workers inherit it, so both sides run with the same allocator settings.
-The step is `nvae_jax.train.build`'s jitted step (β from the step counter). Timing: after compile and 2 warm-up steps, `--repeats` windows of
-`--steps` steps; `step_s_median` is the median of the per-window mean step times, `step_s_mean` the mean
-over all timed steps.
+The step is `nvae_jax.train.build`'s jitted step (β from the step counter). Timing: after compile and 2
+warm-up steps, `--repeats` windows of `--steps` steps; `step_s_median` is the median of the per-window
+mean step times, `step_s_mean` the mean over all timed steps.
 
 With `--peer-src` (a checkout of NVlabs/NVAE outside this repository, used read-only), the official
 PyTorch `AutoEncoder` is built with the same architecture and trained with the same step as its

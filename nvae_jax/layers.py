@@ -94,7 +94,8 @@ def _depthwise_taps_fwd(x, kernel):
 
 
 def _depthwise_taps_bwd(res, g):
-    """∂x = g correlated with the flipped kernel (padding swapped); ∂kernel[i,j,0,c] = Σ_bhw pad(x)[b,h+i,w+j,c]·g[b,h,w,c].
+    """∂x = g correlated with the flipped kernel (padding swapped);
+    ∂kernel[i,j,0,c] = Σ_bhw pad(x)[b,h+i,w+j,c]·g[b,h,w,c].
 
     The k² kernel-gradient reductions run as one `lax.map` over taps reading dynamic slices of the padded
     input: autodiff of the forward instead materialises every shifted copy of x (k² − 1 buffers of x's

@@ -26,7 +26,8 @@ from spaces.configs import PipelineConfig
 from spaces.data import Document, document_clauses, load_cail2020, split_clauses
 from spaces.labelling import extract_matching, oracle_text
 
-__all__ = ["GeneratorState", "run_pipeline", "label_documents", "train_extractor", "train_generator", "decode_summaries"]
+__all__ = ["GeneratorState", "run_pipeline", "label_documents", "train_extractor", "train_generator",
+           "decode_summaries"]
 
 
 class GeneratorState(TrainState):
