@@ -338,4 +338,4 @@ class ARConv(WNConv):
         self.mask_spec = (kernel, c_in, c_out, groups, zero_diag, mirror)
         v = self.v[...] * ar_conv_mask(*self.mask_spec)
         norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=(0, 1, 2)))
-        self.log_g[...] = jnp.log(init_scale * norm + 1e-2)
+        self.log_g.set_value(jnp.log(init_scale * norm + 1e-2))  # not `[...] =`: see `spectral_penalty`

@@ -62,8 +62,9 @@ def spectral_penalty(model: nnx.Module, num_iter: int) -> jax.Array:
         u = jnp.stack([m.sn_u[...] for m in convs])
         v = jnp.stack([m.sn_v[...] for m in convs])
         sigma, u, v = jax.vmap(power_iteration, in_axes=(0, 0, 0, None))(w, u, v, num_iter)
-        for i, m in enumerate(convs):
-            m.sn_u[...], m.sn_v[...] = u[i], v[i]
+        for i, m in enumerate(convs):  # set_value, not `[...] =`, whose tracer probe walks the whole trace
+            m.sn_u.set_value(u[i])
+            m.sn_v.set_value(v[i])
         tot = tot + jnp.sum(sigma)
     return tot
 

@@ -156,3 +156,36 @@ def test_batchnorm_statistics_update_through_the_step(devices):
     assert np.isfinite(float(metrics["loss"]))
     moved = jax.tree.map(lambda a, b: not np.allclose(a, b), after, before)
     assert any(jax.tree.leaves(moved)), "BatchNorm running statistics did not update"
+
+
+@pytest.mark.parametrize("concatenate", [True, False])
+def test_global_norm_matches_optax_in_both_modes(concatenate):
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    tree = {"w": jax.random.normal(keys[0], (7, 5)), "b": jax.random.normal(keys[1], (5,)),
+            "h": [jax.random.normal(keys[2], (2, 3, 4)).astype(jnp.bfloat16)]}
+    expected = np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree)))
+    got = jax.jit(lambda t: train.global_norm(t, concatenate))(tree)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(float(got), expected, rtol=1e-6)
+    np.testing.assert_allclose(float(got), float(optax.global_norm(tree)), rtol=1e-2)  # optax: bf16 sums
+
+
+def test_concatenated_norms_reduce_each_tree_once():
+    """On CPU the step's three norms are one reduction each, not one per leaf (XLA:CPU launches each)."""
+    tree = {f"w{i}": jnp.ones((i + 2, 3)) for i in range(40)}
+
+    def count_reduces(concatenate):
+        hlo = jax.jit(lambda t: train.global_norm(t, concatenate)).lower(tree).compile().as_text()
+        return hlo.count(" reduce(")
+
+    assert count_reduces(True) == 1 and count_reduces(False) >= 40
+
+
+def test_eval_shape_model_gives_the_concrete_models_shapes():
+    def build(rngs):
+        return MLP((64, 32, 10), rngs=rngs)
+
+    abstract = jax.tree.map(lambda x: (x.shape, x.dtype), nnx.state(train.eval_shape_model(build, seed=3)))
+    concrete = jax.tree.map(lambda x: (x.shape, x.dtype), nnx.state(build(nnx.Rngs(3))))
+    assert abstract == concrete
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(nnx.state(train.eval_shape_model(build))))
