@@ -78,6 +78,38 @@ def _gather(v, labels):
     return jnp.take(v, labels, axis=0)
 
 
+# The largest spread (nats) of the shifts for which `_shifted_logsumexp` uses its bound: its largest
+# term then stays ≥ e^-60, a normal float32 far above the sum of any terms that underflow.
+_BOUND_SPREAD = 60.0
+
+
+def _spread(shifts, scale=1.0) -> float | None:
+    """max over rows of (max − min) along the last axis of concrete `scale · shifts` ([K] or [K, K]);
+    None when either is traced (computed from the caller's arguments: values derived inside a trace are
+    tracers even when their inputs are constants)."""
+    if not (_concrete(shifts) and _concrete(scale)):
+        return None
+    c = float(np.asarray(scale)) * np.asarray(shifts, np.float64)
+    return float(np.max(c.max(axis=-1) - c.min(axis=-1)))
+
+
+def _shifted_logsumexp(logits, shift, shift_max, spread):
+    """log Σ_j exp(f_j + c_j) over the last axis in float32: logits f [..., K], shifts c [K] or [..., K],
+    shift_max = max_j c_j (a scalar or [...]), spread = `_spread` of the shifts → [...].
+
+    When the spread is known and ≤ `_BOUND_SPREAD`, the sum is stabilised by m = max_j f_j + max_j c_j,
+    an upper bound of max_j (f_j + c_j) that overshoots it by at most the spread. XLA:CPU reduces with
+    YNNPACK fusions that take materialised operands, so the exact max of f + c wrote f + c out as one
+    more [B, K] pass (logit-adjusted CE cost 1.5× dense CE); max_j f_j reads the logits in place.
+    Otherwise (traced shifts, larger spreads) it is `jax.nn.logsumexp(f + c)`.
+    """
+    z = _f32(logits) + shift.reshape((1,) * (logits.ndim - shift.ndim) + shift.shape)
+    if spread is None or spread > _BOUND_SPREAD:
+        return jax.nn.logsumexp(z, axis=-1)
+    m = jax.lax.stop_gradient(jnp.max(_f32(logits), axis=-1) + shift_max)
+    return m + jnp.log(jnp.sum(jnp.exp(z - m[..., None]), axis=-1))
+
+
 def logit_adjusted_cross_entropy(logits, labels, class_prior, tau=1.0):
     """Logit-adjusted softmax cross-entropy (Menon et al. 2021, Eq. 10).
 
@@ -89,9 +121,23 @@ def logit_adjusted_cross_entropy(logits, labels, class_prior, tau=1.0):
     logits, labels = _check_logits_labels(logits, labels)
     prior = _check_prior(class_prior, num_classes=logits.shape[-1])
     _check_nonneg(tau, "tau")
-    shift = (tau * jnp.log(_f32(prior))).astype(logits.dtype)  # [K]
-    shifted = logits + shift.reshape((1,) * (logits.ndim - 1) + shift.shape)
-    return optax.softmax_cross_entropy_with_integer_labels(shifted, labels)
+    spread = _spread(np.log(np.asarray(prior, np.float64)) if _concrete(prior) else prior, tau)
+    return _shifted_cross_entropy(logits, labels, tau * jnp.log(_f32(prior)), spread)
+
+
+def _shifted_cross_entropy(logits, labels, shift, spread):
+    """−log softmax(f + c)_y for a shift c [K] of known spread (`_spread`) → [...] in the logits' dtype."""
+    f_y = jnp.take_along_axis(_f32(logits), labels[..., None], axis=-1)[..., 0]
+    lse = _shifted_logsumexp(logits, shift, jnp.max(shift), spread)
+    return (lse - f_y - _gather(shift, labels)).astype(logits.dtype)
+
+
+def _difference_form(margins: np.ndarray) -> np.ndarray | None:
+    """c [K] with Δ_yy' = c_y' − c_y for every entry of a concrete Δ [K, K] with a zero diagonal (the
+    form of `logit_adjustment_margins`, up to float32 rounding), else None."""
+    c = margins[0]
+    tol = 1e-6 * max(1.0, float(np.max(np.abs(margins))))
+    return c if np.allclose(margins, c[None, :] - c[:, None], rtol=0.0, atol=tol) else None
 
 
 def posthoc_logit_adjustment(logits, class_prior, tau=1.0):
@@ -113,7 +159,8 @@ def pairwise_margin_loss(logits, labels, margins, class_weights=None):
     ℓ(y, f) = α_y · log(1 + Σ_{y'≠y} exp(Δ_{yy'} + f_{y'} − f_y))
             = α_y · (logsumexp_{y'}(f_{y'} + Δ_{yy'}) − f_y)   with Δ_{yy} := 0.
     Computed from the gathered rows Δ[y] ([B, K]); no [B, K, K] tensor is formed. The diagonal of
-    `margins` is ignored.
+    `margins` is ignored. Concrete margins of the form Δ_yy' = c_y' − c_y (`logit_adjustment_margins`)
+    are recognised and computed as the softmax CE of f + c (Eq. 10), without the gathered rows.
 
     Args:
       logits: [..., K]; labels: [...] int.
@@ -127,13 +174,21 @@ def pairwise_margin_loss(logits, labels, margins, class_weights=None):
     margins = jnp.asarray(margins)
     if margins.shape != (num_classes, num_classes):
         raise ValueError(f"margins must have shape [K, K]=({num_classes}, {num_classes}), got {margins.shape}")
-    # Δ_yy := 0 on the [K, K] matrix (cheaper than masking the gathered [B, K] rows)
-    margins = jnp.where(jnp.eye(num_classes, dtype=bool), 0.0, margins).astype(logits.dtype)
-    rows = jnp.take(margins, labels, axis=0)  # Δ[y], [..., K]
-    # logsumexp(f + Δ[y]) − f_y; f_y is gathered from the logits, not from f + Δ[y] (a gather from
-    # the sum made XLA materialise it: 1.6x dense CE instead of 1.3x on CPU)
-    f_y = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-    loss = jax.nn.logsumexp(logits + rows, axis=-1) - f_y
+    off_diagonal = np.where(np.eye(num_classes, dtype=bool), 0.0, np.asarray(margins, np.float64)) \
+        if _concrete(margins) else None
+    c = None if off_diagonal is None else _difference_form(off_diagonal)
+    if c is not None:  # Δ_yy' = c_y' − c_y: the loss is CE on f + c, with no [B, K] rows gathered
+        loss = _shifted_cross_entropy(logits, labels, jnp.asarray(c, jnp.float32), _spread(c))
+    else:
+        # Δ_yy := 0 on the [K, K] matrix (cheaper than masking the gathered [B, K] rows)
+        margins = _f32(jnp.where(jnp.eye(num_classes, dtype=bool), 0.0, margins))
+        rows = jnp.take(margins, labels, axis=0)  # Δ[y], [..., K]
+        # logsumexp(f + Δ[y]) − f_y; f_y is gathered from the logits, not from f + Δ[y] (a gather from
+        # the sum made XLA materialise it: 1.6x dense CE instead of 1.3x on CPU)
+        f_y = jnp.take_along_axis(_f32(logits), labels[..., None], axis=-1)[..., 0]
+        row_max = _gather(jnp.max(margins, axis=-1), labels)  # max_y' Δ_yy', [...]
+        spread = None if off_diagonal is None else _spread(off_diagonal)
+        loss = (_shifted_logsumexp(logits, rows, row_max, spread) - f_y).astype(logits.dtype)
     if class_weights is not None:
         w = jnp.asarray(class_weights)
         if w.shape != (num_classes,):

@@ -43,6 +43,35 @@ def test_logit_adjusted_ce(data, tau):
     np.testing.assert_allclose(L.logit_adjusted_cross_entropy(x, y, 10 * prior, tau=tau), got, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("log_range,tau", [(4.0, 1.0), (59.0, 1.0), (61.0, 1.0), (50.0, 6.0)])
+def test_bound_stabilised_and_exact_logsumexp_paths_agree(log_range, tau):
+    """Concrete shifts spanning ≤ 60 nats use the max f + max c bound, wider or traced ones the exact
+    logsumexp; both give the float64 closed form and its gradient, with a rare class holding a huge logit."""
+    k = 7
+    log_prior = -jnp.linspace(0.0, log_range, k)
+    prior = jnp.exp(log_prior)
+    x = 3.0 * jax.random.normal(jax.random.PRNGKey(3), (B, k))
+    x = x.at[0, k - 1].set(tau * log_range + 20.0)  # the rarest class dominates a row: no underflow
+    y = jax.random.randint(jax.random.PRNGKey(4), (B,), 0, k)
+    z = np.asarray(x, np.float64) + tau * np.asarray(log_prior, np.float64)[None]
+    expect = -_np_log_softmax(z)[np.arange(B), np.asarray(y)]
+    grad_expect = np.exp(_np_log_softmax(z)) - np.eye(k)[np.asarray(y)]
+    assert L._spread(L.logit_adjustment_margins(prior, tau)) == pytest.approx(tau * log_range, rel=1e-4)
+    assert L._spread(log_prior, tau) == pytest.approx(tau * log_range, rel=1e-4)
+
+    def la(f, p):
+        return L.logit_adjusted_cross_entropy(f, y, p, tau)
+
+    def pairwise(f, p):
+        return L.pairwise_margin_loss(f, y, L.logit_adjustment_margins(p, tau))
+
+    for loss in (la, pairwise):
+        for got in (loss(x, prior), jax.jit(lambda f: loss(f, prior))(x), jax.jit(loss)(x, prior)):  # last: traced
+            np.testing.assert_allclose(got, expect, rtol=2e-5, atol=2e-5)
+        g = jax.grad(lambda f: loss(f, prior).sum())(x)
+        np.testing.assert_allclose(g, grad_expect, atol=2e-5)
+
+
 def test_posthoc_is_pmi_argmax(data):
     x, _, prior = data
     adj = L.posthoc_logit_adjustment(x, prior)  # tau = 1
@@ -75,6 +104,26 @@ def test_la_margins_reproduce_la_ce(data, tau):
     m = L.logit_adjustment_margins(prior, tau)
     np.testing.assert_allclose(jnp.diag(m), 0.0, atol=1e-7)
     np.testing.assert_allclose(L.pairwise_margin_loss(x, y, m), L.logit_adjusted_cross_entropy(x, y, prior, tau=tau), rtol=1e-5, atol=1e-6)
+
+
+def test_difference_form_margins_take_the_cross_entropy_path(data):
+    """LA margins (Δ_yy' = c_y' − c_y) are recognised and give the same loss and gradient as the gathered-rows
+    path; LDAM and perturbed LA margins are not of that form."""
+    x, y, prior = data
+    la = np.asarray(L.logit_adjustment_margins(prior, 1.5), np.float64)
+    c = L._difference_form(la)
+    assert c is not None and np.allclose(c[None, :] - c[:, None], la, atol=1e-6)
+    assert L._difference_form(la + 1e-3 * np.random.default_rng(0).standard_normal(la.shape)) is None
+    assert L._difference_form(np.asarray(L.ldam_margins(prior, 0.5), np.float64)) is None
+    alpha = jnp.linspace(0.5, 2.0, K)
+    fast = L.pairwise_margin_loss(x, y, la, class_weights=alpha)
+    # traced margins cannot be inspected: the general path over the gathered rows Δ[y]
+    general = jax.jit(lambda m: L.pairwise_margin_loss(x, y, m, class_weights=alpha))(jnp.asarray(la, jnp.float32))
+    np.testing.assert_allclose(fast, general, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast, alpha[y] * L.logit_adjusted_cross_entropy(x, y, prior, 1.5), rtol=1e-5, atol=1e-6)
+    g_fast = jax.grad(lambda z: L.pairwise_margin_loss(z, y, la).sum())(x)
+    g_general = jax.grad(lambda z, m: L.pairwise_margin_loss(z, y, m).sum())(x, jnp.asarray(la, jnp.float32))
+    np.testing.assert_allclose(g_fast, g_general, atol=1e-6)
 
 
 def test_ldam_margins_and_balanced_weights(data):
