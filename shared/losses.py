@@ -78,6 +78,11 @@ def _gather(v, labels):
     return jnp.take(v, labels, axis=0)
 
 
+def _at_labels(x, labels):
+    """x[..., labels] per example: x [..., K], labels [...] -> [...]."""
+    return jnp.take_along_axis(x, labels[..., None], axis=-1)[..., 0]
+
+
 # The largest spread (nats) of the shifts for which `_shifted_logsumexp` uses its bound: its largest
 # term then stays ≥ e^-60, a normal float32 far above the sum of any terms that underflow.
 _BOUND_SPREAD = 60.0
@@ -127,7 +132,7 @@ def logit_adjusted_cross_entropy(logits, labels, class_prior, tau=1.0):
 
 def _shifted_cross_entropy(logits, labels, shift, spread):
     """−log softmax(f + c)_y for a shift c [K] of known spread (`_spread`) → [...] in the logits' dtype."""
-    f_y = jnp.take_along_axis(_f32(logits), labels[..., None], axis=-1)[..., 0]
+    f_y = _at_labels(_f32(logits), labels)
     lse = _shifted_logsumexp(logits, shift, jnp.max(shift), spread)
     return (lse - f_y - _gather(shift, labels)).astype(logits.dtype)
 
@@ -185,7 +190,7 @@ def pairwise_margin_loss(logits, labels, margins, class_weights=None):
         rows = jnp.take(margins, labels, axis=0)  # Δ[y], [..., K]
         # logsumexp(f + Δ[y]) − f_y; f_y is gathered from the logits, not from f + Δ[y] (a gather from
         # the sum made XLA materialise it: 1.6x dense CE instead of 1.3x on CPU)
-        f_y = jnp.take_along_axis(_f32(logits), labels[..., None], axis=-1)[..., 0]
+        f_y = _at_labels(_f32(logits), labels)
         row_max = _gather(jnp.max(margins, axis=-1), labels)  # max_y' Δ_yy', [...]
         spread = None if off_diagonal is None else _spread(off_diagonal)
         loss = (_shifted_logsumexp(logits, rows, row_max, spread) - f_y).astype(logits.dtype)
@@ -254,7 +259,7 @@ def softmax_focal_loss(logits, labels, gamma=2.0, alpha=None):
     logits, labels = _check_logits_labels(logits, labels)
     _check_nonneg(gamma, "gamma")
     x = _f32(logits)
-    log_p = jnp.take_along_axis(jax.nn.log_softmax(x, axis=-1), labels[..., None], axis=-1)[..., 0]
+    log_p = _at_labels(jax.nn.log_softmax(x, axis=-1), labels)
     one_minus_p = -jnp.expm1(log_p)  # accurate 1 − p_y, in [0, 1]
     loss = -(one_minus_p**gamma) * log_p
     if alpha is not None:
