@@ -240,7 +240,8 @@ def build_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Me
 def jit_train_step(step: Callable[[TrainState, PyTree], tuple[TrainState, Metrics]], mesh: Mesh, state: TrainState,
                    fsdp: bool = False):
     """`jax.jit` of any `step(state, batch) -> (state, metrics)` (e.g. `make_step`'s, wrapped to add a
-    schedule or an EMA) with the shardings and donation of `build_train_step`."""
+    schedule or an EMA) with the shardings and donation of `build_train_step`. With `fsdp`, build the
+    step with `make_step(..., concat_norms=False)` so its norms do not gather the sharded leaves."""
     shardings = state_sharding(state, mesh, fsdp)
     return jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, replicated(mesh)),
                    donate_argnums=donate_state_argnums())
