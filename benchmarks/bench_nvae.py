@@ -142,7 +142,8 @@ for line in sys.stdin:
             t = time.perf_counter(); loss = train_step(); times.append(time.perf_counter() - t)
         say("WINDOW", {"times": times, "loss": loss})
     elif cmd[0] == "quit":
-        say("DONE", {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+        rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+        say("DONE", {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_end_mb": rss})
         break
 '''
 
@@ -176,6 +177,7 @@ class _Ours:
         self.state, m = self.step(self.state, self.batch)
         jax.block_until_ready(m)
         self.compile_s = time.perf_counter() - t  # first call: trace + lower + XLA compile + one step
+        host_malloc.release_free_memory()  # as shared.loop.fit does after its first step
         for _ in range(WARM_STEPS):
             self.state, m = self.step(self.state, self.batch)
         jax.block_until_ready((self.state, m))
@@ -206,18 +208,29 @@ def _serve_ours(config: str, batch: int) -> None:
         if cmd and cmd[0] == "window":
             _say("WINDOW", {"times": ours.window(int(cmd[1]))})
         elif cmd and cmd[0] == "quit":
-            _say("DONE", {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+            _say("DONE", {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                          "rss_end_mb": _current_rss_mb()})
             break
+
+
+def _current_rss_mb() -> float:
+    """This process's resident set size now (VmRSS), MB."""
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0]) / 1024
 
 
 class _Worker:
     """A worker subprocess speaking the TAG line protocol; stderr goes to a file shown on failure."""
 
-    def __init__(self, name: str, argv: list[str], tmp: pathlib.Path, cwd: str | None = None, threads: int = 0):
+    def __init__(self, name: str, argv: list[str], tmp: pathlib.Path, cwd: str | None = None, threads: int = 0,
+                 cache_dir: pathlib.Path | None = None):
         self.name = name
         self.err_path = tmp / f"{name}.stderr"
         self.err = self.err_path.open("w")
         env, pin = dict(os.environ), None
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)  # cold unless a cache is asked for
+        if cache_dir is not None:
+            env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
         if threads > 0:  # pin to the first `threads` CPUs (XLA sizes its pool from the affinity mask)
             cpus = sorted(os.sched_getaffinity(0))[:threads]
             env["OMP_NUM_THREADS"] = str(threads)
@@ -299,9 +312,21 @@ def _race(args) -> dict:
         np.save(tmp / "batch.npy", _batch(args.batch))
         (tmp / "peer_driver.py").write_text(PEER_DRIVER)
         spec = _peer_spec(args.config, args.batch, tmp / "batch.npy", args.threads)
+        ours_argv = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config", args.config,
+                     "--batch", str(args.batch)]
+        cache, cold = (tmp / "xla_cache" if args.cache == "warm" else None), {}
+        if cache is not None:  # a first worker compiles into the cache (its numbers: the cold start)
+            filler = _Worker("ours-cold", ours_argv, tmp, threads=args.threads, cache_dir=cache)
+            try:
+                info = filler.expect("READY")
+                filler.send("quit")
+                done = filler.expect("DONE")
+            finally:
+                filler.close()
+            cold = {"cold_compile_s": info["compile_s"], "cold_peak_rss_mb": done["peak_rss_mb"],
+                    "cold_rss_end_mb": done["rss_end_mb"]}
         # ours first, alone, so its compile does not share the cores with the peer's start-up
-        ours = _Worker("ours", [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config",
-                                args.config, "--batch", str(args.batch)], tmp, threads=args.threads)
+        ours = _Worker("ours", ours_argv, tmp, threads=args.threads, cache_dir=cache)
         peer = None
         try:
             ours_info = ours.expect("READY")
@@ -316,17 +341,18 @@ def _race(args) -> dict:
                     wins[name].append(w.expect("WINDOW")["times"])
             for w in (ours, peer):
                 w.send("quit")
-            ours_rss, peer_rss = ours.expect("DONE")["peak_rss_mb"], peer.expect("DONE")["peak_rss_mb"]
+            ours_done, peer_done = ours.expect("DONE"), peer.expect("DONE")
         finally:
             ours.close()
             if peer is not None:
                 peer.close()
     o, p = _summary(wins["ours"]), _summary(wins["peer"])
-    return {**o, **ours_info, "peak_rss_mb": ours_rss,
-            "peer": {**p, **peer_info, "peak_rss_mb": peer_rss, "src": str(src), "python": args.peer_python,
+    return {**o, **ours_info, **ours_done, **cold, "cache": args.cache,
+            "peer": {**p, **peer_info, **peer_done, "src": str(src), "python": args.peer_python,
                      "precision": "fp32", "optimizer": "torch.optim.Adamax(eps=1e-3)"},
             "ratio_time_peer_over_ours": p["step_s_median"] / o["step_s_median"],
-            "ratio_rss_ours_over_peer": ours_rss / peer_rss,
+            "ratio_rss_ours_over_peer": ours_done["peak_rss_mb"] / peer_done["peak_rss_mb"],
+            "ratio_rss_end_ours_over_peer": ours_done["rss_end_mb"] / peer_done["rss_end_mb"],
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
@@ -344,6 +370,10 @@ def main():
     ap.add_argument("--malloc", default="hugetlb", choices=["hugetlb", "default"],
                     help="hugetlb: re-execute with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (as the kexue command "
                          "does), inherited by both workers; default: the environment as given")
+    ap.add_argument("--cache", default="cold", choices=["cold", "warm"],
+                    help="with --peer-src: cold = our worker compiles its step (no compilation cache); warm = a "
+                         "first worker compiles into a fresh persistent cache (reported as cold_*), the raced "
+                         "worker loads the step from it, as a second `kexue` run does")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.malloc == "hugetlb" and not args.worker:
@@ -373,7 +403,11 @@ def main():
         print(f"peer/ours step time: {rec['ratio_time_peer_over_ours']:.2f}x "
               f"(ours {rec['step_s_median']:.3f} s, peer {rec['peer']['step_s_median']:.3f} s); "
               f"ours/peer peak RSS: {rec['ratio_rss_ours_over_peer']:.2f} "
-              f"(ours {rec['peak_rss_mb']:.0f} MB, peer {rec['peer']['peak_rss_mb']:.0f} MB)")
+              f"(ours {rec['peak_rss_mb']:.0f} MB, peer {rec['peer']['peak_rss_mb']:.0f} MB); "
+              f"RSS at the end: {rec['ratio_rss_end_ours_over_peer']:.2f} "
+              f"(ours {rec['rss_end_mb']:.0f} MB, peer {rec['peer']['rss_end_mb']:.0f} MB)"
+              + (f"; cold start: compile {rec['cold_compile_s']:.1f} s, peak RSS {rec['cold_peak_rss_mb']:.0f} MB"
+                 if "cold_peak_rss_mb" in rec else ""))
     out = pathlib.Path(__file__).parent / "results" / "nvae.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:

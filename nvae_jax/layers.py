@@ -22,6 +22,12 @@ def swish(x: jax.Array) -> jax.Array:
     return x * jax.nn.sigmoid(x)
 
 
+def _host_generator(key: jax.Array) -> np.random.Generator:
+    """A NumPy generator seeded from a concrete JAX key (same key, same numbers)."""
+    seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
+    return np.random.default_rng(seed.astype(np.uint64).tolist())
+
+
 def host_normal(key: jax.Array, shape: tuple[int, ...], scale: float = 1.0) -> jax.Array:
     """scale · N(0, 1) of `shape`, drawn on the host by NumPy seeded from `key`.
 
@@ -31,26 +37,28 @@ def host_normal(key: jax.Array, shape: tuple[int, ...], scale: float = 1.0) -> j
     """
     if isinstance(key, jax.core.Tracer):
         return scale * jax.random.normal(key, shape)
-
-    seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
-    gen = np.random.default_rng(seed.astype(np.uint64).tolist())
-    return jax.device_put((scale * gen.standard_normal(shape)).astype(np.float32))  # float32 on the host: no XLA cast
+    values = scale * _host_generator(key).standard_normal(shape)
+    return jax.device_put(values.astype(np.float32))  # float32 on the host: no XLA cast
 
 
-def host_init(stddev_fn):
-    """A flax initializer N(0, stddev_fn(shape)²) drawn by `host_normal` (no per-shape compilation)."""
-
-    def init(key, shape, dtype=jnp.float32):
-        return host_normal(key, tuple(shape), stddev_fn(shape)).astype(dtype)
-
-    return init
+def host_uniform(key: jax.Array, shape: tuple[int, ...], low: float, high: float) -> jax.Array:
+    """U[low, high) of `shape`, drawn on the host like `host_normal` (`jax.random.uniform` under tracing)."""
+    if isinstance(key, jax.core.Tracer):
+        return jax.random.uniform(key, shape, minval=low, maxval=high)
+    return jax.device_put(_host_generator(key).uniform(low, high, shape).astype(np.float32))
 
 
-def fan_in_init():
-    """N(0, 1/fan_in) for conv kernels [.., C_in, C_out] and dense kernels [C_in, C_out]."""
+def torch_default_init(fan_in: int | None = None):
+    """A flax initializer U(±1/√fan_in): PyTorch's default for `nn.Conv2d` / `nn.Linear` weights
+    (kaiming-uniform with a = √5) and biases, which the official NVAE keeps. `fan_in` defaults to
+    the product of all but the last dimension of the initialised shape (a kernel's inputs)."""
     import math
 
-    return host_init(lambda shape: 1.0 / math.sqrt(max(1, math.prod(shape[:-1]))))
+    def init(key, shape, dtype=jnp.float32):
+        bound = 1.0 / math.sqrt(max(1, fan_in if fan_in is not None else math.prod(shape[:-1])))
+        return host_uniform(key, tuple(shape), -bound, bound).astype(dtype)
+
+    return init
 
 
 def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -138,7 +146,8 @@ def _normalised_kernel(conv, v, log_g, xp):
 class WNConv(nnx.Module):
     """NVAE's 2-D conv (NHWC), weight-normalised: W = exp(log g) · v / (‖v‖ + 1e-5), per output channel.
 
-    log g is initialised at log(‖v‖ + 0.01). With `weight_norm=False` W = v (the official code's plain
+    v and the bias start as PyTorch's `nn.Conv2d` default, U(±1/√fan_in) (`torch_default_init`), and
+    log g at log(‖v‖ + 0.01), as in the official code. With `weight_norm=False` W = v (the official code's plain
     convs inside the decoder cells); either way W carries persistent spectral vectors, so every conv
     enters the spectral penalty as in NVAE. Input [B, H, W, C_in] → [B, H', W', C_out].
     """
@@ -146,13 +155,13 @@ class WNConv(nnx.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, *, use_bias: bool = True,
                  groups: int = 1, weight_norm: bool = True, rngs: nnx.Rngs):
         fan_in = kernel * kernel * c_in // groups
-        self.v = nnx.Param(host_normal(rngs.params(), (kernel, kernel, c_in // groups, c_out),
-                                       1.0 / float(fan_in) ** 0.5))
+        init = torch_default_init(fan_in)  # PyTorch's Conv2d default, kept by the official code
+        self.v = nnx.Param(init(rngs.params(), (kernel, kernel, c_in // groups, c_out)))
         # initial values by NumPy when concrete: eager jnp ops would compile an XLA program per shape
         xp = jnp if isinstance(self.v[...], jax.core.Tracer) else np
         norm = xp.sqrt(xp.sum(xp.square(self.v[...]), axis=(0, 1, 2)))
         self.log_g = nnx.Param(jax.device_put(xp.log(norm + 1e-2))) if weight_norm else None
-        self.bias = nnx.Param(jax.device_put(np.zeros((c_out,), np.float32))) if use_bias else None
+        self.bias = nnx.Param(init(rngs.params(), (c_out,))) if use_bias else None
         self.mask_spec = None  # static arguments of `ar_conv_mask` (set by ARConv), else no mask
         self.stride, self.groups, self.kernel = stride, groups, kernel
         # persistent power-iteration vectors for the spectral penalty on W reshaped to [C_out, k·k·C_in/g];
@@ -190,9 +199,11 @@ class SqueezeExcite(nnx.Module):
     """SE: x · sigmoid(Linear(ReLU(Linear(avgpool x)))), hidden max(C/16, 4). [B,H,W,C] → same."""
 
     def __init__(self, c: int, *, dtype=None, rngs: nnx.Rngs):
-        h = max(c // 16, 4)
-        self.fc1 = nnx.Linear(c, h, dtype=dtype, kernel_init=fan_in_init(), rngs=rngs)
-        self.fc2 = nnx.Linear(h, c, dtype=dtype, kernel_init=fan_in_init(), rngs=rngs)
+        h = max(c // 16, 4)  # PyTorch's nn.Linear initialisation, as the official SE
+        self.fc1 = nnx.Linear(c, h, dtype=dtype, kernel_init=torch_default_init(), bias_init=torch_default_init(c),
+                              rngs=rngs)
+        self.fc2 = nnx.Linear(h, c, dtype=dtype, kernel_init=torch_default_init(), bias_init=torch_default_init(h),
+                              rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         s = jnp.mean(x, axis=(1, 2))
@@ -338,4 +349,5 @@ class ARConv(WNConv):
         self.mask_spec = (kernel, c_in, c_out, groups, zero_diag, mirror)
         v = self.v[...] * ar_conv_mask(*self.mask_spec)
         norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=(0, 1, 2)))
-        self.log_g.set_value(jnp.log(init_scale * norm + 1e-2))  # not `[...] =`: see `spectral_penalty`
+        # official ELUConv: log g = log(‖v ⊙ mask‖ + 0.01) + log(weight_init_coeff)
+        self.log_g.set_value(jnp.log(norm + 1e-2) + jnp.log(init_scale))  # not `[...] =`: see `spectral_penalty`

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nvae_jax.configs import Config
-from nvae_jax.layers import (ARConv, SqueezeExcite, WNConv, bernoulli_log_prob, dmol_log_prob, host_normal,
+from nvae_jax.layers import (ARConv, SqueezeExcite, WNConv, bernoulli_log_prob, dmol_log_prob, host_uniform,
                              swish)
 from shared import hvae
 
@@ -127,8 +127,8 @@ class ARShiftCell(nnx.Module):
 
     def __init__(self, latent, mirror, expand=6, *, rngs):
         h = latent * expand
-        self.c1 = ARConv(latent, h, 3, zero_diag=True, mirror=mirror, rngs=rngs)
-        self.dw = ARConv(h, h, 5, zero_diag=False, mirror=mirror, groups=h, rngs=rngs)
+        self.c1 = ARConv(latent, h, 3, zero_diag=True, mirror=mirror, use_bias=False, rngs=rngs)
+        self.dw = ARConv(h, h, 5, zero_diag=False, mirror=mirror, groups=h, use_bias=False, rngs=rngs)
         self.mu = ARConv(h, latent, 1, zero_diag=False, mirror=mirror, init_scale=0.1, rngs=rngs)
 
     def __call__(self, z):
@@ -181,7 +181,7 @@ class NVAE(nnx.Module):
         self.enc = nnx.List(enc)
         self.enc0 = WNConv(c, c, 1, rngs=rngs)
         size = cfg.image_size // cfg.total_downsampling
-        self.const = nnx.Param(host_normal(rngs.params(), (1, size, size, c)))
+        self.const = nnx.Param(host_uniform(rngs.params(), (1, size, size, c), 0.0, 1.0))  # official torch.rand
         # decoder, coarsest scale first; an up cell between scales. The top group has a fixed N(0, I)
         # prior and no encoder combiner, so `priors` / `comb_enc` hold one entry per later group.
         dec, priors, posts, comb_enc, comb_dec, ups = [], [], [], [], [], []

@@ -4,8 +4,9 @@ loss = mean_b[recon_b + β·Σ_i w_i KL_bi] + λ·(Σ_convs σ_max(W) + Σ_BN ma
 
 β warms up linearly from 1e-4 to 1 over `kl_anneal_portion` of training; w are the KL-balancing
 coefficients (shared.hvae.kl_balance, only while β < 1); σ_max by power iteration with persistent
-vectors (`spectral_penalty`, every conv); Adamax(0.9, 0.999, eps 1e-3) with L2 3e-4 added to the
-gradient, lr linear warm-up then cosine to lr_min. Reference: Vahdat & Kautz 2020, arXiv 2007.03898.
+vectors (`spectral_penalty`, every conv, in a few zero-padded batches); Adamax(0.9, 0.999, eps 1e-3)
+with L2 3e-4 added to the gradient, lr linear warm-up then cosine to lr_min, on the flattened
+parameters. Reference: Vahdat & Kautz 2020, arXiv 2007.03898.
 
 β is a pure function of the step counter: the jitted step computes β(state.step) and hands it to the
 loss as `batch["beta"]` (a scalar made inside the step), so a resumed run sees exactly the β schedule
@@ -33,7 +34,7 @@ from nvae_jax.model import NVAE
 from shared import hvae
 from shared import train as harness
 
-__all__ = ["bn_penalty", "spectral_penalty", "make_optimizer", "nvae_loss", "build", "make_data", "fit",
+__all__ = ["bn_penalty", "padded_buckets", "spectral_penalty", "make_optimizer", "nvae_loss", "build", "make_data", "fit",
            "iw_nll", "nats_to_bpd"]
 
 
@@ -46,38 +47,84 @@ def bn_penalty(model: nnx.Module) -> jax.Array:
     return tot
 
 
+def padded_buckets(shapes: list[tuple[int, int]], max_padding: float = 1.5) -> list[list[int]]:
+    """Groups matrix shapes [M_i, N_i] into buckets padded to (max M, max N) of their members.
+
+    Greedy: start from one bucket per distinct shape, then repeatedly merge the two buckets whose
+    merge adds the fewest padded elements, while all buckets together hold at most `max_padding` ×
+    the real elements. Returns the indices into `shapes` of each bucket, in first-seen order.
+    Deterministic (a pure function of `shapes`), so every trace of a model makes the same buckets.
+    """
+    if max_padding < 1.0:
+        raise ValueError(f"padded_buckets: max_padding must be >= 1, got {max_padding}")
+    distinct = list(dict.fromkeys(shapes))
+    members = {s: [i for i, t in enumerate(shapes) if t == s] for s in distinct}
+    # a bucket: [max rows, max cols, number of matrices, indices]
+    buckets = [[m, n, len(members[(m, n)]), members[(m, n)]] for m, n in distinct]
+    budget = max_padding * sum(m * n for m, n in shapes)
+
+    def size(b):
+        return b[0] * b[1] * b[2]
+
+    total = sum(size(b) for b in buckets)
+    while len(buckets) > 1:
+        extra, i, j = min((max(a[0], b[0]) * max(a[1], b[1]) * (a[2] + b[2]) - size(a) - size(b), i, j)
+                          for i, a in enumerate(buckets) for j, b in enumerate(buckets) if i < j)
+        if total + extra > budget:
+            break
+        a, b = buckets[i], buckets.pop(j)
+        buckets[i] = [max(a[0], b[0]), max(a[1], b[1]), a[2] + b[2], sorted(a[3] + b[3])]
+        total += extra
+    return sorted((b[3] for b in buckets), key=lambda idx: idx[0])
+
+
 def spectral_penalty(model: nnx.Module, num_iter: int) -> jax.Array:
     """Σ over all convs of σ_max(W reshaped [C_out, k·k·C_in/g]); updates the persistent u, v.
 
-    As in the official `spectral_norm_parallel`, convs whose matrices share a shape are stacked and
-    their power iterations run as one batched (vmapped) computation: far fewer, larger ops per step.
+    As in the official `spectral_norm_parallel`, the power iterations of many convs run as one
+    batched (vmapped) computation. Where the official code stacks convs of equal shape, here the
+    matrices are zero-padded into a few buckets (`padded_buckets`, ≤ 1.5× the elements): zero rows
+    and columns change no singular value and keep the padded entries of u and v at zero, so every
+    conv gets exactly its own σ, u and v, while the step has ~6 batched power iterations instead of
+    one per distinct shape (31 for tiny_mnist; ~1,000 fewer compiled kernels).
     """
-    by_shape: dict[tuple[int, int], list[WNConv]] = {}
-    for _, m in nnx.iter_graph(model):
-        if isinstance(m, WNConv):
-            by_shape.setdefault((m.sn_u.shape[0], m.sn_v.shape[0]), []).append(m)
+    convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, WNConv)]
+    shapes = [(m.sn_u.shape[0], m.sn_v.shape[0]) for m in convs]
     tot = jnp.float32(0.0)
-    for convs in by_shape.values():
-        w = jnp.stack([m.weight_matrix() for m in convs])
-        u = jnp.stack([m.sn_u[...] for m in convs])
-        v = jnp.stack([m.sn_v[...] for m in convs])
+    for idx in padded_buckets(shapes):
+        rows, cols = max(shapes[i][0] for i in idx), max(shapes[i][1] for i in idx)
+
+        def pad(x, *target):
+            return jnp.pad(x, [(0, t - d) for t, d in zip(target, x.shape)])
+
+        # W [C_out, k·k·C_in/g] is the transpose of the HWIO kernel reshaped (a free bitcast) to
+        # [k·k·C_in/g, C_out]: stack those and let the batched matvecs contract the other axis
+        w = jnp.swapaxes(jnp.stack([pad(convs[i].weight().reshape(-1, shapes[i][0]), cols, rows) for i in idx]), 1, 2)
+        u = jnp.stack([pad(convs[i].sn_u[...], rows) for i in idx])
+        v = jnp.stack([pad(convs[i].sn_v[...], cols) for i in idx])
         sigma, u, v = jax.vmap(power_iteration, in_axes=(0, 0, 0, None))(w, u, v, num_iter)
-        for i, m in enumerate(convs):  # set_value, not `[...] =`, whose tracer probe walks the whole trace
-            m.sn_u.set_value(u[i])
-            m.sn_v.set_value(v[i])
+        for k, i in enumerate(idx):  # set_value, not `[...] =`, whose tracer probe walks the whole trace
+            convs[i].sn_u.set_value(u[k, :shapes[i][0]])
+            convs[i].sn_v.set_value(v[k, :shapes[i][1]])
         tot = tot + jnp.sum(sigma)
     return tot
 
 
 def make_optimizer(cfg: Config, total_steps: int, warmup_steps: int) -> optax.GradientTransformation:
-    """Adamax(0.9, 0.999, eps 1e-3) with L2 `weight_decay` added to the gradient; lr warm-up then cosine."""
+    """Adamax(0.9, 0.999, eps 1e-3) with L2 `weight_decay` added to the gradient; lr warm-up then cosine.
+
+    Wrapped in `optax.flatten`: the optimiser works on one raveled vector, so its state is two flat
+    arrays instead of two per parameter leaf. For tiny_mnist's ~300 parameter leaves that removes
+    ~1,000 small kernels from the compiled step (3,837 → 2,771 fusions): compile ~25% faster, step 1.18 →
+    1.27× the official speed, peak RSS 2.17 → 2.04 GB (benchmarks/RESULTS.md). Same maths.
+    """
     warmup_steps = max(1, min(warmup_steps, total_steps - 1))
     sched = optax.join_schedules([
         optax.linear_schedule(cfg.learning_rate * 1e-3, cfg.learning_rate, warmup_steps),
         optax.cosine_decay_schedule(cfg.learning_rate, max(total_steps - warmup_steps, 1),
                                     alpha=cfg.learning_rate_min / cfg.learning_rate)], [warmup_steps])
-    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.scale_by_adamax(0.9, 0.999, 1e-3),
-                       optax.scale_by_learning_rate(sched))
+    return optax.flatten(optax.chain(optax.add_decayed_weights(cfg.weight_decay),
+                                     optax.scale_by_adamax(0.9, 0.999, 1e-3), optax.scale_by_learning_rate(sched)))
 
 
 def nvae_loss(model: NVAE, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict[str, Any]]:

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
-from shared import host_malloc
+from shared import compilation_cache, host_malloc
 from shared.experiment import Experiment, RunContext
 from shared.report import Report, markdown_table, write_index
 
@@ -242,9 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `kexue` console script (argv None: re-executes once with huge-page malloc)."""
-    if argv is None:
+    """Entry point of the `kexue` console script (argv None: re-executes once with huge-page malloc and
+    turns on the persistent compilation cache, `shared.compilation_cache`)."""
+    if argv is None:  # the console command (tests call main(argv) and keep their own settings)
         host_malloc.maybe_reexec()
+        compilation_cache.enable()
     from absl import flags
 
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags

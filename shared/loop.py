@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import tqdm
 
+from shared import host_malloc
 from shared.checkpoint import Checkpointer, abstract_like
 from shared.data import make_iterator
 from shared.train import TrainState, shard_batch, state_sharding
@@ -67,6 +68,8 @@ def fit(*, state: TrainState, train_step: Callable, dataset: grain.MapDataset, m
     for step in range(start, num_steps):
         batch = next(iterator)
         state, metrics = train_step(state, shard_batch(batch, mesh))
+        if step == start:  # the step compiled during this call: give the compiler's freed memory back
+            host_malloc.release_free_memory()
         window_sums = metrics if not window_sums else jax.tree.map(jnp.add, window_sums, metrics)
         window += 1
         done = step + 1

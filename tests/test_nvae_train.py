@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -97,3 +98,62 @@ def test_spectral_penalty_is_the_sum_of_top_singular_values_of_all_convs():
     assert any(c.log_g is None for c in convs)  # the decoder cells' plain convs are included
     expected = sum(float(np.linalg.svd(np.asarray(c.weight_matrix()), compute_uv=False)[0]) for c in convs)
     assert float(train.spectral_penalty(model, 300)) == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("shapes", [
+    [(1, 144), (8, 16), (8, 16), (16, 9), (384, 25), (384, 64), (64, 576), (64, 576), (32, 288)],
+    [(5, 5)] * 4,
+    [(3, 7)],
+])
+def test_padded_buckets_cover_every_matrix_once_within_the_padding_budget(shapes):
+    buckets = train.padded_buckets(shapes)
+    assert sorted(i for b in buckets for i in b) == list(range(len(shapes)))
+    padded = sum(len(b) * max(shapes[i][0] for i in b) * max(shapes[i][1] for i in b) for b in buckets)
+    assert padded <= 1.5 * sum(m * n for m, n in shapes)
+    for s in set(shapes):  # equal shapes always share a bucket
+        assert len({k for k, b in enumerate(buckets) for i in b if shapes[i] == s}) == 1
+    assert train.padded_buckets(shapes) == buckets  # deterministic
+    assert len(train.padded_buckets(shapes, max_padding=100.0)) == 1
+    with pytest.raises(ValueError, match="max_padding"):
+        train.padded_buckets(shapes, max_padding=0.5)
+
+
+def test_bucketed_power_iteration_equals_each_convs_own():
+    """Zero padding in a bucket changes nothing: σ, u and v per conv equal its unpadded power iteration."""
+    from nvae_jax.layers import power_iteration
+
+    model = NVAE(dataclasses.replace(DIGITS, num_channels=4), rngs=nnx.Rngs(0))
+    convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, WNConv)]
+    shapes = [(c.sn_u.shape[0], c.sn_v.shape[0]) for c in convs]
+    assert len(train.padded_buckets(shapes)) < len(set(shapes))  # some buckets really mix shapes
+    expected = [power_iteration(c.weight_matrix(), c.sn_u[...], c.sn_v[...], 4) for c in convs]
+    total = train.spectral_penalty(model, 4)
+    np.testing.assert_allclose(float(total), sum(float(e[0]) for e in expected), rtol=1e-5)
+    for c, (_, u, v) in zip(convs, expected):
+        np.testing.assert_allclose(np.asarray(c.sn_u[...]), np.asarray(u), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(c.sn_v[...]), np.asarray(v), atol=1e-5)
+
+
+def test_optimizer_is_adamax_with_l2_on_the_flattened_parameters():
+    """make_optimizer == Adamax (β 0.9/0.999, eps 1e-3, optax's form) on g + 3e-4·p, lr warm-up; state flat."""
+    cfg = dataclasses.replace(DIGITS, learning_rate=1e-2)
+    tx = train.make_optimizer(cfg, total_steps=100, warmup_steps=10)
+    params = {"a": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array([[1.0, -2.0], [0.25, 3.0]])}
+    state = tx.init(params)
+    assert len(jax.tree.leaves(state)) <= 4  # count, μ and ν as flat vectors (plus the schedule count)
+    rng = np.random.default_rng(0)
+    flat_p = np.concatenate([np.ravel(params["a"]), np.ravel(params["b"])]).astype(np.float64)
+    mu, nu = np.zeros_like(flat_p), np.zeros_like(flat_p)
+    for t in range(3):
+        grads = {"a": jnp.asarray(rng.normal(size=3), jnp.float32), "b": jnp.asarray(rng.normal(size=(2, 2)),
+                                                                                  jnp.float32)}
+        updates, state = tx.update(grads, state, params)
+        g = np.concatenate([np.ravel(grads["a"]), np.ravel(grads["b"])]) + cfg.weight_decay * flat_p
+        mu = 0.9 * mu + 0.1 * g
+        nu = np.maximum(0.999 * nu, np.abs(g) + 1e-3)
+        lr = 1e-2 * 1e-3 + (1e-2 - 1e-2 * 1e-3) * t / 10  # linear warm-up from lr·1e-3
+        expected = -lr * (mu / (1 - 0.9 ** (t + 1))) / nu
+        got = np.concatenate([np.ravel(updates["a"]), np.ravel(updates["b"])])
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-9)
+        params = optax.apply_updates(params, updates)
+        flat_p = flat_p + got
