@@ -18,6 +18,7 @@ power-iteration vectors in `model_state`) plus the grain iterator state; exact r
 
 from __future__ import annotations
 
+import functools
 import math
 import pathlib
 from typing import Any
@@ -152,7 +153,8 @@ def build(cfg: Config, total_steps: int, mesh=None):
     """(graphdef, state placed on the mesh, jitted step) for `total_steps` steps; batches are {"image"}.
 
     The step is `shared.train.make_step` of `nvae_loss`, wrapped to put β(state.step) into the batch,
-    jitted with the harness's shardings (`mesh` defaults to all devices).
+    jitted with the harness's shardings (`mesh` defaults to all devices) and, on CPU,
+    `shared.train.cpu_compiler_options()` (XLA:CPU's elemental emitters: a third of the compile memory).
     """
     if total_steps < 1:
         raise ValueError(f"build: total_steps must be >= 1, got {total_steps}")
@@ -168,7 +170,7 @@ def build(cfg: Config, total_steps: int, mesh=None):
         beta = hvae.kl_warmup_coeff(state.step, total_steps, cfg.kl_anneal_portion, cfg.kl_min_coeff)
         return inner(state, {**batch, "beta": beta})
 
-    jitted = harness.jit_train_step(step, mesh, state)
+    jitted = harness.jit_train_step(step, mesh, state, compiler_options=harness.cpu_compiler_options())
     return graphdef, jax.device_put(state, harness.state_sharding(state, mesh)), jitted
 
 
@@ -205,7 +207,7 @@ def iw_nll(graphdef, state, x: jax.Array, key: jax.Array, k: int, chunk: int = 1
 
     log p(x) ≈ logsumexp_k(log p(x|z_k) + log p(z_k) − log q(z_k|x)) − log K (shared.hvae.iw_log_likelihood).
     """
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=harness.cpu_compiler_options())
     def weights(params, model_state, keys):
         model = nnx.merge(graphdef, params, model_state)
         model.eval()
