@@ -2,6 +2,7 @@
 
 python benchmarks/bench_nvae.py --config tiny_mnist|mnist --batch 8 --steps 10 [--repeats 5]
     [--peer-src /path/to/NVlabs/NVAE] [--peer-python /work/venv-torch/bin/python] [--malloc hugetlb|default]
+    [--cache cold|warm] [--compiler-options harness|none]
 
 Prints one JSON line and appends it to benchmarks/results/nvae.jsonl. By default (`--malloc hugetlb`) the
 script first re-executes itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as the `kexue` command does
@@ -17,8 +18,13 @@ backward, Adamax with eps 1e-3), fp32 (no autocast / GradScaler: fp32 on both si
 random binarised 32×32 batch. Each side runs in its own long-lived worker subprocess (ours under this
 interpreter, the peer under `--peer-python`); the parent alternates timed windows (ours, peer, ours,
 peer, ...) so only one side computes at a time and machine-load drifts hit both. Peak memory is each
-worker's own peak RSS (getrusage RUSAGE_SELF). The ratios printed are peer step time / ours (> 1: we
-are faster) and our peak RSS / peer peak RSS (< 1: we use less).
+worker's own peak RSS (getrusage RUSAGE_SELF), and `rss_end_mb` its resident set at the end (ours after
+`shared.host_malloc.release_free_memory`, as `shared.loop.fit` does after the first step). The ratios
+printed are peer step time / ours (> 1: we are faster) and our peak (and end) RSS / the peer's (< 1: we
+use less). `--cache warm` first compiles our step into a fresh persistent compilation cache in a
+separate worker (reported as `cold_*`), then races a worker that loads it, as a second `kexue` run does.
+`--compiler-options none` compiles our step with XLA's defaults instead of
+`shared.train.cpu_compiler_options()` (the A/B of that choice).
 
 CPU run-time patches for the official code (its files are never edited): a `tensorboardX` stub module,
 `torch.Tensor.cuda` / `nn.Module.cuda` as identity, the fused sync-BN+Swish layer
@@ -199,8 +205,17 @@ def _say(kind: str, obj) -> None:
     sys.stdout.flush()
 
 
-def _serve_ours(config: str, batch: int) -> None:
+def _use_compiler_options(choice: str) -> None:
+    """"none": our step compiles with XLA's defaults instead of `shared.train.cpu_compiler_options()` (A/B)."""
+    if choice == "none":
+        from shared import train as harness
+
+        harness.cpu_compiler_options = lambda: None
+
+
+def _serve_ours(config: str, batch: int, compiler_options: str) -> None:
     """Worker mode: the same line protocol as the peer driver (READY, then `window N` / `quit`)."""
+    _use_compiler_options(compiler_options)
     ours = _Ours(config, batch)
     _say("READY", ours.info)
     for line in sys.stdin:
@@ -313,7 +328,7 @@ def _race(args) -> dict:
         (tmp / "peer_driver.py").write_text(PEER_DRIVER)
         spec = _peer_spec(args.config, args.batch, tmp / "batch.npy", args.threads)
         ours_argv = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config", args.config,
-                     "--batch", str(args.batch)]
+                     "--batch", str(args.batch), "--compiler-options", args.compiler_options]
         cache, cold = (tmp / "xla_cache" if args.cache == "warm" else None), {}
         if cache is not None:  # a first worker compiles into the cache (its numbers: the cold start)
             filler = _Worker("ours-cold", ours_argv, tmp, threads=args.threads, cache_dir=cache)
@@ -374,6 +389,9 @@ def main():
                     help="with --peer-src: cold = our worker compiles its step (no compilation cache); warm = a "
                          "first worker compiles into a fresh persistent cache (reported as cold_*), the raced "
                          "worker loads the step from it, as a second `kexue` run does")
+    ap.add_argument("--compiler-options", default="harness", choices=["harness", "none"],
+                    help="harness: our step compiled with shared.train.cpu_compiler_options() (as nvae_jax.train."
+                         "build does); none: XLA:CPU's defaults (the MLIR fusion emitters), for an A/B")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.malloc == "hugetlb" and not args.worker:
@@ -384,14 +402,15 @@ def main():
     if not 0 <= args.threads <= len(os.sched_getaffinity(0)):
         ap.error(f"--threads must be in [0, {len(os.sched_getaffinity(0))}], got {args.threads}")
     if args.worker:
-        _serve_ours(args.config, args.batch)
+        _serve_ours(args.config, args.batch, args.compiler_options)
         return
     rec = {"bench": "nvae", "config": args.config, "batch": args.batch, "steps": args.steps,
-           "repeats": args.repeats, "threads": args.threads or "default",
+           "repeats": args.repeats, "threads": args.threads or "default", "compiler_options": args.compiler_options,
            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
     if args.peer_src:
         rec.update(_race(args))
     else:
+        _use_compiler_options(args.compiler_options)
         ours = _Ours(args.config, args.batch)
         windows = [ours.window(args.steps) for _ in range(args.repeats)]
         rec.update({**_summary(windows), **ours.info,

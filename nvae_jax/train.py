@@ -35,8 +35,8 @@ from nvae_jax.model import NVAE
 from shared import hvae
 from shared import train as harness
 
-__all__ = ["bn_penalty", "padded_buckets", "spectral_penalty", "make_optimizer", "nvae_loss", "build", "make_data", "fit",
-           "iw_nll", "nats_to_bpd"]
+__all__ = ["bn_penalty", "padded_buckets", "spectral_penalty", "make_optimizer", "nvae_loss", "build", "make_data",
+           "fit", "iw_nll", "nats_to_bpd"]
 
 
 def bn_penalty(model: nnx.Module) -> jax.Array:
