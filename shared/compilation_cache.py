@@ -1,7 +1,7 @@
 """A persistent compilation cache for the `kexue` command: JAX's own, on by default in a user directory.
 
-Compiling a train step is the slow, memory-hungry part of starting a run on CPU (NVAE `tiny_mnist`:
-~25–50 s and ~1.5 GB for the compiler; loading the same program from the cache takes ~2 s). JAX keeps
+Compiling a train step is the slow part of starting a run on CPU (NVAE `tiny_mnist`: 25–40 s on two
+cores; loading the same program from the cache takes a few seconds). JAX keeps
 compiled programs on disk, keyed by the program, the jax/jaxlib versions, the backend and the
 compiler flags, once `jax_compilation_cache_dir` is set; the `kexue` command sets it, so a second run,
 a `--resume` after a pre-emption or another seed of the same config skips the compile. Only programs
