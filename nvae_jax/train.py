@@ -79,6 +79,11 @@ def padded_buckets(shapes: list[tuple[int, int]], max_padding: float = 1.5) -> l
     return sorted((b[3] for b in buckets), key=lambda idx: idx[0])
 
 
+def _zero_pad(x: jax.Array, *target: int) -> jax.Array:
+    """x zero-padded at the end of each axis to the `target` sizes."""
+    return jnp.pad(x, [(0, t - d) for t, d in zip(target, x.shape)])
+
+
 def spectral_penalty(model: nnx.Module, num_iter: int) -> jax.Array:
     """Σ over all convs of σ_max(W reshaped [C_out, k·k·C_in/g]); updates the persistent u, v.
 
@@ -94,15 +99,12 @@ def spectral_penalty(model: nnx.Module, num_iter: int) -> jax.Array:
     tot = jnp.float32(0.0)
     for idx in padded_buckets(shapes):
         rows, cols = max(shapes[i][0] for i in idx), max(shapes[i][1] for i in idx)
-
-        def pad(x, *target):
-            return jnp.pad(x, [(0, t - d) for t, d in zip(target, x.shape)])
-
         # W [C_out, k·k·C_in/g] is the transpose of the HWIO kernel reshaped (a free bitcast) to
         # [k·k·C_in/g, C_out]: stack those and let the batched matvecs contract the other axis
-        w = jnp.swapaxes(jnp.stack([pad(convs[i].weight().reshape(-1, shapes[i][0]), cols, rows) for i in idx]), 1, 2)
-        u = jnp.stack([pad(convs[i].sn_u[...], rows) for i in idx])
-        v = jnp.stack([pad(convs[i].sn_v[...], cols) for i in idx])
+        kernels = [_zero_pad(convs[i].weight().reshape(-1, shapes[i][0]), cols, rows) for i in idx]
+        w = jnp.swapaxes(jnp.stack(kernels), 1, 2)
+        u = jnp.stack([_zero_pad(convs[i].sn_u[...], rows) for i in idx])
+        v = jnp.stack([_zero_pad(convs[i].sn_v[...], cols) for i in idx])
         sigma, u, v = jax.vmap(power_iteration, in_axes=(0, 0, 0, None))(w, u, v, num_iter)
         for k, i in enumerate(idx):  # set_value, not `[...] =`, whose tracer probe walks the whole trace
             convs[i].sn_u.set_value(u[k, :shapes[i][0]])
