@@ -6,7 +6,7 @@ from flooding.datasets import flip_labels, make_synthetic
 from flooding.derivation import (approximation_errors, check_derivation, descent_ascent_displacement, loglog_slope,
                                  predicted_displacement)
 from flooding.digits import symmetric_noise, train_family
-from flooding.synthetic import choose_level, logistic_losses, paper_mlp, sweep
+from flooding.synthetic import choose_level, paper_mlp, softmax_losses, sweep
 
 __all__ = [
     "CifarConfig",
@@ -18,11 +18,11 @@ __all__ = [
     "choose_level",
     "descent_ascent_displacement",
     "flip_labels",
-    "logistic_losses",
     "loglog_slope",
     "make_synthetic",
     "paper_mlp",
     "predicted_displacement",
+    "softmax_losses",
     "sweep",
     "symmetric_noise",
     "train_family",

@@ -27,10 +27,12 @@ def _check_positive(config, *names: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-    """The paper's synthetic study: MLP (depth × width, Linear without bias → BatchNorm → ReLU), full
-    batch SGD with momentum, a flood-level sweep per data set (vmapped over levels and seeds).
+    """The paper's synthetic study: MLP (depth × width, Linear → BatchNorm → ReLU, two output logits),
+    full batch SGD with momentum, a flood-level sweep per data set (vmapped over levels and seeds).
 
-    Sizes are points per class (the official code's defaults: 50 train, 10 validation, 10,000 test).
+    Sizes are points per class. The official demo (takashiishida/flooding `run_demo_synth.py` through
+    its `MLproject` defaults) draws 100 training, 100 validation and 20,000 test points of the
+    sinusoid: 50 + 50 train, 50 + 50 validation, 10,000 + 10,000 test here.
     """
 
     seed: int = 0
@@ -42,7 +44,7 @@ class SyntheticConfig:
     momentum: float = 0.9
     label_noise: float = 0.1
     n_train: int = 50
-    n_val: int = 10
+    n_val: int = 50
     n_test: int = 10_000
     num_seeds: int = 5
     eval_every: int = 5

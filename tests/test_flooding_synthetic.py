@@ -48,3 +48,34 @@ def test_registry_and_full_preset_is_the_paper_scale():
     assert (full.width, full.depth, full.epochs, full.learning_rate, full.momentum) == (500, 4, 200, 0.01, 0.9)
     assert {0.0, 0.26, 0.27, 0.28} <= set(full.sinusoid_levels)
     assert len(full.gaussian_levels) == 41 and full.gaussian_levels[-1] == pytest.approx(0.4)
+
+
+def test_the_loss_is_the_demos_two_logit_softmax_cross_entropy():
+    model = synthetic.paper_mlp(2, 16, 2, seed=0)
+    x = np.random.default_rng(0).standard_normal((8, 2)).astype(np.float32)
+    logits = np.asarray(model(x))
+    assert logits.shape == (8, 2)
+    y = np.array([0, 1, 1, 0, 1, 0, 0, 1], np.int32)
+    other = logits[np.arange(8), 1 - y] - logits[np.arange(8), y]
+    np.testing.assert_allclose(synthetic.softmax_losses(logits, y), np.log1p(np.exp(other)), rtol=1e-5, atol=1e-6)
+
+
+def test_hidden_biases_are_inert_under_batch_norm_and_the_output_bias_learns():
+    from flax import nnx
+
+    model = synthetic.paper_mlp(2, 16, 2, seed=0)
+    x = np.random.default_rng(1).standard_normal((32, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    grads = nnx.grad(lambda m: synthetic.softmax_losses(m(x), y).mean())(model)
+    for i in range(2):  # hidden layers: BatchNorm subtracts the batch mean, so d loss / d bias = 0
+        assert np.abs(np.asarray(grads["layers"][i]["bias"][...])).max() < 1e-6
+    assert np.abs(np.asarray(grads["layers"][2]["bias"][...])).max() > 1e-3
+
+
+def test_presets_use_the_demos_split_sizes():
+    from flooding.datasets import make_synthetic
+
+    for preset in EXPERIMENTS["synthetic"].presets.values():
+        assert (preset.n_train, preset.n_val) == (50, 50)
+    data = make_synthetic("sinusoid", n_train=TINY.n_train, n_val=TINY.n_val, n_test=10)
+    assert data["x_train"].shape == (100, 2) and data["x_val"].shape == (100, 2)
