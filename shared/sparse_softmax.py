@@ -11,10 +11,10 @@ log-sum-exp is ≥ the largest logit. With k = K both reduce to the dense softma
 Reference: Su, "SPACES" (kexue.fm/archives/8046, 2021); Sun et al. 2021, arXiv:2112.12433.
 
 Both functions have a custom VJP that works on the [..., k] top-k values and writes them into zeros
-at the top-k indices (exactly Ω_k, ties included); the sparse CE forward + backward costs about the
-same as the dense CE's on CPU (benchmarks/bench_losses.py). Tried and measured slower on CPU
-(1.27x dense): rebuilding the mask with an elementwise threshold test s > v_k or (s = v_k and
-index ≤ i_k) over the whole [B, K] array.
+at the top-k indices (exactly Ω_k, ties included), so the sparse CE forward + backward costs about
+the same as the dense CE's on CPU; rebuilding the mask with an elementwise threshold test s > v_k or
+(s = v_k and index ≤ i_k) over the whole [B, K] array was slower (benchmarks/bench_losses.py; figures
+in benchmarks/RESULTS.md).
 
 Validation: `k` must be a Python int with 1 ≤ k ≤ K (checked at trace time). Label range is
 checked eagerly when labels are concrete; under `jax.jit` only shapes are checked (out-of-range
@@ -61,7 +61,8 @@ _CHUNK = 128  # chunk width of the two-stage top-k
 
 
 def _top_k(x, k: int):
-    """Exactly `jax.lax.top_k(x, k)` (values descending, ties by lower index), faster for large K.
+    """Exactly `jax.lax.top_k(x, k)` (values descending, ties by lower index), faster for large K
+    (benchmarks/bench_losses.py).
 
     Two stages for K ≥ 16·c: (1) maxima of contiguous chunks of width c (one streaming
     `reduce_window` max over [B, K], the last chunk padded with −inf); (2) `lax.top_k` on the
