@@ -105,7 +105,7 @@ def _shifted_logsumexp(logits, shift, shift_max, spread):
     When the spread is known and ≤ `_BOUND_SPREAD`, the sum is stabilised by m = max_j f_j + max_j c_j,
     an upper bound of max_j (f_j + c_j) that overshoots it by at most the spread. XLA:CPU reduces with
     YNNPACK fusions that take materialised operands, so the exact max of f + c wrote f + c out as one
-    more [B, K] pass (logit-adjusted CE cost 1.5× dense CE); max_j f_j reads the logits in place.
+    more [B, K] pass; max_j f_j reads the logits in place (benchmarks/bench_losses.py).
     Otherwise (traced shifts, larger spreads) it is `jax.nn.logsumexp(f + c)`.
     """
     z = _f32(logits) + shift.reshape((1,) * (logits.ndim - shift.ndim) + shift.shape)
@@ -189,7 +189,7 @@ def pairwise_margin_loss(logits, labels, margins, class_weights=None):
         margins = _f32(jnp.where(jnp.eye(num_classes, dtype=bool), 0.0, margins))
         rows = jnp.take(margins, labels, axis=0)  # Δ[y], [..., K]
         # logsumexp(f + Δ[y]) − f_y; f_y is gathered from the logits, not from f + Δ[y] (a gather from
-        # the sum made XLA materialise it: 1.6x dense CE instead of 1.3x on CPU)
+        # the sum made XLA materialise it: slower on CPU, benchmarks/bench_losses.py)
         f_y = _at_labels(_f32(logits), labels)
         row_max = _gather(jnp.max(margins, axis=-1), labels)  # max_y' Δ_yy', [...]
         spread = None if off_diagonal is None else _spread(off_diagonal)
