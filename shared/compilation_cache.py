@@ -1,7 +1,8 @@
 """A persistent compilation cache for the `kexue` command: JAX's own, on by default in a user directory.
 
-Compiling a train step is the slow part of starting a run on CPU (NVAE `tiny_mnist`: 25–40 s on two
-cores; loading the same program from the cache takes a few seconds). JAX keeps
+Compiling a train step is the slow part of starting a run on CPU, and loading the same program from
+the cache is much faster (`benchmarks/bench_nvae.py --cache warm`; figures in benchmarks/RESULTS.md,
+nvae_jax). JAX keeps
 compiled programs on disk, keyed by the program, the jax/jaxlib versions, the backend and the
 compiler flags, once `jax_compilation_cache_dir` is set; the `kexue` command sets it, so a second run,
 a `--resume` after a pre-emption or another seed of the same config skips the compile. Only programs

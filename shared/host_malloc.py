@@ -1,18 +1,19 @@
 """Huge-page host allocations for XLA:CPU, set up by re-executing the process once.
 
 XLA:CPU allocates one temporary buffer for each execution of a compiled program (all the
-intermediates of a train step: about 400 MB for NVAE's `tiny_mnist` step at batch 8) and frees it at
-the end. glibc serves allocations above its mmap threshold (at most 32 MB) with a fresh `mmap`, so each
-step touches every page of that buffer again: ~10⁵ minor page faults per NVAE step, a third of its
-time on a 2-core machine. glibc ≥ 2.35 has a tunable, `glibc.malloc.hugetlb=1`, that advises
-transparent huge pages for those mappings (2 MiB pages: ~500 faults per step). Tunables are read at
+intermediates of a train step: hundreds of MB for NVAE's `tiny_mnist` step) and frees it at the end.
+glibc serves allocations above its mmap threshold (at most 32 MB) with a fresh `mmap`, so each step
+touches every page of that buffer again, one minor page fault per 4 KiB page, which costs an NVAE step
+a large share of its time on CPU. glibc ≥ 2.35 has a tunable, `glibc.malloc.hugetlb=1`, that advises
+transparent huge pages for those mappings (2 MiB pages, 512 times fewer faults; `benchmarks/bench_nvae.py
+--malloc`, figures in benchmarks/RESULTS.md, nvae_jax). Tunables are read at
 process start, so a running interpreter cannot switch it on; the `kexue` command re-executes itself
 once with it set (`maybe_reexec`). Opt out with `KEXUE_HUGEPAGE_MALLOC=0`; notebook users can start
 Jupyter with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` for the same effect.
 
-Compiling a large program leaves much of the compiler's memory freed but kept by malloc (NVAE
-`tiny_mnist`'s step: ~0.3 GB, ~1.3 GB with XLA:CPU's default emitters); `release_free_memory` hands
-it back to the kernel (`shared.loop.fit` calls it after the first step).
+Compiling a large program leaves much of the compiler's memory freed but kept by malloc (for NVAE's
+step, most of the compile's peak: benchmarks/RESULTS.md, nvae_jax); `release_free_memory` hands it
+back to the kernel (`shared.loop.fit` calls it after the first step).
 """
 
 from __future__ import annotations
