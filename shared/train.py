@@ -73,8 +73,9 @@ def eval_shape_model(build: Callable[[nnx.Rngs], nnx.Module], seed: int = 0) -> 
     The Rngs counter lives in an array ref (`nnx.var_defaults(ref=True)`), updated in place. A plain
     counter is re-assigned by `Variable.__setitem__`, which probes `value.sharding`; on a tracer jax
     (≤ 0.10.2) builds that AttributeError's message by walking every equation traced so far (fixed
-    upstream by jax-ml/jax#40041), so one key per layer made the trace quadratic in the model size:
-    NVAE's full MNIST model took 162 s instead of 3 s. Keys, and so the shapes, are the same either way.
+    upstream by jax-ml/jax#40041), so one key per layer made the trace quadratic in the model size
+    (NVAE's full MNIST model: benchmarks/RESULTS.md, Harness). Keys, and so the shapes, are the same
+    either way.
     """
     def init():
         var_defaults = getattr(nnx, "var_defaults", None)  # flax without it (<= 0.12.0) has no probe either
@@ -91,7 +92,7 @@ def create_train_state(model: nnx.Module, tx: optax.GradientTransformation,
                        rng: jax.Array) -> tuple[nnx.GraphDef, TrainState]:
     """Splits an NNX model into a static graphdef and a `TrainState` with a fresh optimiser state."""
     graphdef, params, model_state = split_model(model)
-    # one compiled init instead of an eager op (and a tiny XLA program, ~1.4 MB each on CPU) per leaf
+    # one compiled init instead of an eager op (and a tiny resident XLA program) per leaf
     opt_state = jax.jit(optax.with_extra_args_support(tx).init)(params)
     state = TrainState(step=jax.device_put(np.zeros((), np.int32)), params=params, opt_state=opt_state,
                        model_state=model_state, rng=jax.device_put(np.asarray(rng, np.uint32)),
@@ -122,9 +123,9 @@ def global_norm(tree: PyTree, concatenate: bool | None = None) -> jax.Array:
 
     `optax.global_norm` reduces each leaf separately; XLA:CPU has no horizontal fusion, so each leaf
     is its own kernel launch. With `concatenate` (default: on the CPU backend) the leaves are raveled
-    into one vector and reduced once: NVAE tiny_mnist's three norms over ~530-leaf trees went from
-    ~1,600 kernels to 3 (step ~5% faster, 165 MB less RSS after compiling). Accelerators fuse the per-leaf
-    reductions themselves; never concatenate FSDP-sharded leaves (it would gather them).
+    into one vector and reduced once, fewer kernels and a faster step (`benchmarks/bench_nvae.py`;
+    figures in benchmarks/RESULTS.md, nvae_jax item 8). Accelerators fuse the per-leaf reductions
+    themselves; never concatenate FSDP-sharded leaves (it would gather them).
     """
     if concatenate is None:
         concatenate = jax.default_backend() == "cpu"
@@ -256,8 +257,9 @@ def cpu_compiler_options() -> dict[str, Any] | None:
 
     `xla_cpu_use_fusion_emitters=False`: XLA:CPU emits its loop fusions with the elemental IR emitters
     instead of the MLIR fusion emitters, whose per-kernel state stays alive until the whole program is
-    compiled. NVAE `tiny_mnist`'s train step (~2,800 kernels): peak RSS while compiling 1.9 → 0.7 GB,
-    compile time and step time unchanged within noise (benchmarks/RESULTS.md). Passed per program
+    compiled; for NVAE's train step the compile peak drops to about a third, with compile and step
+    time unchanged (`benchmarks/bench_nvae.py --compiler-options`; figures in benchmarks/RESULTS.md,
+    nvae_jax item 13). Passed per program
     (`jax.jit(compiler_options=...)`), so nothing else in the process changes; None if this jaxlib
     does not know the option (probed once with a tiny program).
     """
@@ -280,7 +282,8 @@ def warmup_cosine(learning_rate: float, warmup: int, total: int, end_fraction: f
 
 def donate_state_argnums() -> tuple[int, ...]:
     """(0,) on accelerators, where donating the state halves its memory; () on CPU, where XLA's
-    in-place aliasing of donated buffers blocks fusions and made the step ~14% slower (bench_harness)."""
+    in-place aliasing of donated buffers blocks fusions and slows the step (benchmarks/bench_harness.py;
+    figures in benchmarks/RESULTS.md, Harness)."""
     return () if jax.default_backend() == "cpu" else (0,)
 
 
