@@ -117,9 +117,9 @@ def make_optimizer(cfg: Config, total_steps: int, warmup_steps: int) -> optax.Gr
     """Adamax(0.9, 0.999, eps 1e-3) with L2 `weight_decay` added to the gradient; lr warm-up then cosine.
 
     Wrapped in `optax.flatten`: the optimiser works on one raveled vector, so its state is two flat
-    arrays instead of two per parameter leaf. For tiny_mnist's ~300 parameter leaves that removes
-    ~1,000 small kernels from the compiled step (3,837 → 2,771 fusions): compile ~25% faster, step 1.18 →
-    1.27× the official speed (measured with XLA's default emitters; benchmarks/RESULTS.md). Same maths.
+    arrays instead of two per parameter leaf, which removes many small kernels from the compiled step:
+    faster to compile and to run on CPU (`benchmarks/bench_nvae.py`; figures in benchmarks/RESULTS.md,
+    nvae_jax item 11). Same maths.
     """
     warmup_steps = max(1, min(warmup_steps, total_steps - 1))
     sched = optax.join_schedules([
