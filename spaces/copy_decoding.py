@@ -36,8 +36,9 @@ NEG_INF = -jnp.inf
 def top_k_logits(logits: jax.Array, k: int) -> jax.Array:
     """logits [N, V] with all but the k largest set to −inf (exactly k kept, ties by lower index).
 
-    Uses `shared.sparse_softmax.top_k_mask` (two-stage top-k): on CPU `lax.top_k` over a 8,000-word
-    vocabulary took 7.8 ms per call against 0.09 ms, which alone made constrained decoding 1.27x slower.
+    Uses `shared.sparse_softmax.top_k_mask` (two-stage top-k): on CPU `lax.top_k` over a large
+    vocabulary is far slower per call and alone slowed constrained decoding (`benchmarks/bench_spaces.py`;
+    figures in benchmarks/RESULTS.md, spaces).
     """
     return jnp.where(top_k_mask(logits, k), logits, NEG_INF)
 
