@@ -91,8 +91,9 @@ def spectral_penalty(model: nnx.Module, num_iter: int) -> jax.Array:
     batched (vmapped) computation. Where the official code stacks convs of equal shape, here the
     matrices are zero-padded into a few buckets (`padded_buckets`, ≤ 1.5× the elements): zero rows
     and columns change no singular value and keep the padded entries of u and v at zero, so every
-    conv gets exactly its own σ, u and v, while the step has ~6 batched power iterations instead of
-    one per distinct shape (31 for tiny_mnist; ~1,000 fewer compiled kernels).
+    conv gets exactly its own σ, u and v, while the step has a few batched power iterations instead of
+    one per distinct shape, so far fewer compiled kernels (`benchmarks/bench_nvae.py`; figures in
+    benchmarks/RESULTS.md, nvae_jax item 10).
     """
     convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, WNConv)]
     shapes = [(m.sn_u.shape[0], m.sn_v.shape[0]) for m in convs]
