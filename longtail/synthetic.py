@@ -38,7 +38,7 @@ MU = (1.0, 1.0)
 TRAINED = ("erm", "balanced_ce", "ldam", "equalised", "logit_adjusted_loss")
 METHODS = TRAINED + ("posthoc",)
 BAYES_BALANCED_ERROR = 0.5 * math.erfc(math.sqrt(2.0) / math.sqrt(2.0))  # Φ(−√2) = ½ erfc(1)
-# balanced error (%) of an independent JAX check of the study (REFERENCES.md, 20 trials)
+# balanced error (%) of an independent JAX check of the study (longtail/README.md, sources; 20 trials)
 PUBLISHED = {"erm": 18.1, "ldam": 16.3, "equalised": 9.0, "logit_adjusted_loss": 8.1,
              "bayes": 100 * BAYES_BALANCED_ERROR}
 
@@ -223,7 +223,7 @@ def run(config: SyntheticConfig, ctx) -> dict:
     rows.append(["bayes Φ(−√2)", 100 * BAYES_BALANCED_ERROR, None, PUBLISHED["bayes"]])
     rows.append(["bayes rule on the test sets", 100 * result["bayes_empirical"], None, None])
     ctx.report.table(["method", "balanced error % (mean)", "std", "published %"], rows,
-                     caption="Published: the independent JAX check quoted in REFERENCES.md (20 trials).")
+                     caption="Published: the independent JAX check quoted in longtail/README.md (20 trials).")
     ctx.report.figure(plot_boundaries(config, np.asarray(outputs["theta"][0])), "boundaries",
                       "Decision boundaries of each method on trial 0 (dashed: balanced Bayes rule)")
     return result

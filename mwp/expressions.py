@@ -17,7 +17,7 @@ left: `-2**2 == -4`, `2**-1 == 1/2`):
     atom  := NUMBER | "(" expr ")"
 
 Reference: the normalisation follows the Ape210K baseline of kexue.fm (2020-10-19); the rules are in
-shared/REFERENCES.md, "Math word problems".
+mwp/README.md, "Sources and published numbers".
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ _PERCENT = re.compile(r"([0-9.]+)%")
 
 
 def normalize_problem(record: dict) -> dict:
-    """Applies the Ape210K rules (REFERENCES.md) to one record, in order.
+    """Applies the Ape210K rules (mwp/README.md, "Sources and published numbers") to one record, in order.
 
     1. mixed number a(b/c) -> (a+b/c) in question, equation and answer;
     2. any other digit directly before "(" gets "+" (equation and answer);

@@ -1,7 +1,7 @@
 """NVAE configurations: one frozen dataclass, validated at construction; presets per dataset.
 
 Official hyper-parameters (Vahdat & Kautz 2020, Table 6 / NVlabs/NVAE README) are in the presets
-below; see shared/REFERENCES.md, section "NVAE".
+below; see nvae_jax/README.md, "Sources and published numbers".
 """
 
 from __future__ import annotations

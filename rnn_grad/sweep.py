@@ -18,7 +18,7 @@ import numpy as np
 from rnn_grad import cells
 from rnn_grad import jacobians as J
 
-# published / independently checked numbers (REFERENCES.md): d = 64, spectral norm at lag 10/50/100
+# published / independently checked numbers (rnn_grad/README.md, sources): d = 64, spectral norm at lag 10/50/100
 REFERENCE_SPECTRAL = {0.9: (0.31, 1.4e-3, 1.6e-6), 1.0: (0.85, 0.12, 6e-3), 1.1: (1.9, 1.7, 0.76),
                       1.5: (15.0, 467.0, 7.9e3)}
 
@@ -115,7 +115,7 @@ def run(config, ctx) -> dict:
     ctx.report.section("Long-range Jacobian norms")
     ctx.report.text(f"d = {d}, T = {T}, batch {B}; one reverse scan per setting (O(T)); rates are per-step "
                     f"slopes of log‖∂s_T/∂s_t‖ over lags ≥ {config.min_lag}. Reference column: spectral norm at "
-                    "lag 10/50/100 from REFERENCES.md (d = 64, small inputs).")
+                    "lag 10/50/100 from rnn_grad/README.md (d = 64, small inputs).")
     ctx.report.table(["cell", "setting", "input scale", "fitted rate (spec)", "predicted rate",
                       "fitted (Frob)", "fitted ‖∂L/∂x_t‖", "‖·‖ lag 10", "lag 50", "lag 100", "reference"], rows)
     ctx.report.figure(fig, "jacobian_norms", "log10 spectral norm of the long-range Jacobian vs lag")

@@ -11,7 +11,7 @@ from shared.train import eval_shape_model
 
 
 FULL = {"mnist": configs.MNIST, "cifar10": configs.CIFAR10, "celeba64": configs.CELEBA64}
-PUBLISHED_PARAMS_M = {"mnist": 33.4, "cifar10": 130.9}  # REFERENCES.md, official configs
+PUBLISHED_PARAMS_M = {"mnist": 33.4, "cifar10": 130.9}  # nvae_jax/README.md, official configs
 
 
 def _abstract(cfg):
