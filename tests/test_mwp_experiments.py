@@ -161,7 +161,7 @@ def test_ape210k_run_on_fixture_files(tmp_path):
 
 @pytest.mark.slow
 def test_quick_run_reaches_floor(tmp_path):
-    """The quick preset with seed 0 (verified floor: see README mwp section)."""
+    """The quick preset with seed 0 (verified floor: see mwp/README.md)."""
     from shared.experiment import RunContext
     from shared.report import Report
     from mwp.solver import run_synthetic
