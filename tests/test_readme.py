@@ -119,6 +119,19 @@ def test_links_and_cited_files_exist():
     assert not missing, "documents cite files that are not in the repository:\n" + "\n".join(missing)
 
 
+def test_no_source_cites_a_missing_references_file():
+    """Code, tests and benchmark notes cite the package READMEs, not the project's external notes."""
+    if (ROOT / "REFERENCES.md").exists():
+        return
+    folders = [*PACKAGES, "tests", "benchmarks", "scripts"]
+    files = [path for folder in folders for pattern in ("*.py", "*.md") for path in (ROOT / folder).rglob(pattern)]
+    assert len(files) > 50, "the scan found too few files: the folder list is wrong"
+    this = pathlib.Path(__file__).resolve()
+    citing = sorted(str(path.relative_to(ROOT)) for path in files
+                    if path.resolve() != this and "REFERENCES.md" in path.read_text(errors="replace"))
+    assert not citing, f"these files cite REFERENCES.md, which is not in the repository: {citing}"
+
+
 def test_python_commands_name_scripts_that_exist():
     scripts = {path for text in DOCS.values() for path in re.findall(r"\bpython3? ([\w./-]+\.py)\b", text)}
     assert scripts, "no `python script.py` commands found: the pattern is wrong"
