@@ -97,26 +97,29 @@ def noisy_source_loss(noise: float, low: int, high: int):
     return loss
 
 
-def make_decoder(graphdef, beam: int, max_new: int, eos_id: int):
+def make_decoder(graphdef, beam: int, max_new: int, eos_id: int, *, drop_finished: bool = True):
     """A jitted `(params, rest, source [B, S], lens [B]) -> tokens [B, max_new]` of the best beam:
-    `shared.decoding.unilm_generate` (KV-cached beam search, baseline scoring; beam 1 is greedy)."""
+    `shared.decoding.unilm_generate` (KV-cached beam search, baseline scoring; beam 1 is greedy).
+
+    `drop_finished=True` is the baseline's beam search (finished non-best beams are dropped and the
+    beam shrinks); False keeps them (see `shared.decoding.beam_search`)."""
     from shared.decoding import unilm_generate
 
     @jax.jit
     def decode(params, rest, source, lens):
         model = nnx.merge(graphdef, params, rest)
-        return unilm_generate(model, source, lens, beam_size=beam, max_new=max_new, eos_id=eos_id).tokens[:, 0]
+        return unilm_generate(model, source, lens, beam_size=beam, max_new=max_new, eos_id=eos_id,
+                              drop_finished=drop_finished).tokens[:, 0]
 
     return decode
 
 
 def run_synthetic(config, ctx) -> dict:
     """mwp.synthetic_solver: tiny UniLM from scratch on synthetic Ape210K-format problems."""
-    from shared import data, train
-    from shared.loop import fit
     from mwp import synthetic
-    from shared import unilm
-    from mwp.tokenizer import SLOTS, SPECIALS, EXPRESSION_PIECES
+    from mwp.tokenizer import EXPRESSION_PIECES, SLOTS, SPECIALS
+    from shared import data, train, unilm
+    from shared.trainer import Loop, Trainer
 
     t0 = time.perf_counter()
     splits = {s: prepare(synthetic.generate_split(s, n, seed=config.seed), config.number_slots)
@@ -126,22 +129,16 @@ def run_synthetic(config, ctx) -> dict:
     model = unilm.create("tiny", seed=config.seed, vocab_size=tok.vocab_size, hidden=config.hidden,
                          layers=config.layers, heads=config.heads, intermediate=config.mlp,
                          max_position=arrays["ids"].shape[1], dropout=config.dropout)
-    tx = optax.adam(train.warmup_cosine(config.learning_rate, config.warmup_steps, config.num_steps))
-    mesh = train.make_mesh()
-    graphdef, state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed))
+    schedule = train.warmup_cosine(config.learning_rate, config.warmup_steps, config.num_steps)
     first_char = len(SPECIALS) + len(EXPRESSION_PIECES) + len(SLOTS)  # CharTokenizer layout
     loss_fn = (noisy_source_loss(config.input_noise, first_char, tok.vocab_size) if config.input_noise > 0
                else unilm.seq2seq_loss)
-    train_step = train.build_train_step(train.nnx_loss(graphdef, loss_fn), tx, mesh, state)
-    state = jax.device_put(state, train.state_sharding(state, mesh))
-    dataset = data.make_dataset(data.ArraySource(arrays), batch_size=config.batch_size, seed=config.seed)
-    checkpointer = train.Checkpointer(ctx.checkpoint_dir, keep=2)
+    trainer = Trainer(model, optax.adam(schedule), loss_fn, seed=config.seed, learning_rate=schedule)
+    loop = Loop(num_steps=config.num_steps, batch_size=config.batch_size, seed=config.seed,
+                log_every=config.log_every, checkpoint_every=config.checkpoint_every)
     t1 = time.perf_counter()
-    state, history = fit(state=state, train_step=train_step, dataset=dataset, mesh=mesh,
-                         num_steps=config.num_steps, checkpointer=checkpointer,
-                         checkpoint_every=config.checkpoint_every, resume=ctx.resume, log_every=config.log_every,
-                         config=config, ctx=ctx, desc="mwp_synthetic")
-    checkpointer.close()
+    state, history = trainer.fit(data.ArraySource(arrays), loop, ctx=ctx, config=config, desc="mwp_synthetic")
+    graphdef = trainer.graphdef
     train_time = time.perf_counter() - t1
 
     results, examples = {}, []

@@ -11,8 +11,14 @@ Scoring (baseline, bojone/ape210k_baseline): a beam's score is its summed log-pr
 length penalty the search stops as soon as the best beam has emitted `eos_id` (a finished beam's score
 no longer changes while every other beam's can only fall, so it stays best).  With `length_penalty`
 alpha > 0 beams are ranked by score / ((5 + len) / 6)^alpha (Wu et al. 2016, arXiv 1609.08144, Eq. 14)
-and the search stops when the best-ranked beam has ended or after `max_new` tokens.  Unlike the
-baseline, finished non-best beams are kept (extended with `pad_id` at log-prob 0) rather than dropped.
+and the search stops when the best-ranked beam has ended or after `max_new` tokens.
+
+Finished non-best beams: by default (`drop_finished=False`) they are kept, extended with `pad_id` at
+log-prob 0, and can still win when every open beam's score falls below theirs.  With
+`drop_finished=True` (the baseline, bert4keras `AutoRegressiveDecoder.beam_search`) every beam that
+emits `eos_id` without being the best is dropped and the beam shrinks: the next step extends only the
+w open beams and keeps the top w candidates; a batch row is frozen once its best beam has ended, and
+after `max_new` tokens the best open beam is returned.  Dropped and unused slots have score -inf.
 
 Logits processor: `processor(logits [N, V], aux, carry) -> (logits, carry)` is applied to the raw
 logits before the log-softmax; `aux` is the step_fn's extra output for the step that produced these
@@ -57,13 +63,16 @@ def _rank(scores, lengths, alpha):
 
 def beam_search(step_fn: StepFn, first_logits: jax.Array, cache: Any, *, beam_size: int, max_new: int,
                 eos_id: int, pad_id: int = 0, length_penalty: float = 0.0, first_aux: Any = None,
-                processor: Processor | None = None, processor_carry: Any = None) -> DecodeResult:
+                processor: Processor | None = None, processor_carry: Any = None,
+                drop_finished: bool = False) -> DecodeResult:
     """Beam search (beam_size = 1 is greedy) over a cached step function; see the module docstring.
 
     Args:
       step_fn: (token [N], cache, step) -> (logits [N, V], aux, cache), N = B * beam_size.
       first_logits: [B, V] next-token logits after the prefix; cache: the prefix cache, batch B.
       first_aux: aux for the first step (leading dim B) or None; processor_carry: initial carry, batch B.
+      drop_finished: False keeps finished non-best beams; True drops them and shrinks the beam (the
+        baseline's behaviour; the two agree for beam_size = 1).
     Returns: DecodeResult with beams sorted by rank (best first).
     """
     if beam_size < 1 or max_new < 1:
@@ -79,7 +88,8 @@ def beam_search(step_fn: StepFn, first_logits: jax.Array, cache: Any, *, beam_si
         aux=_repeat(first_aux, k), cache=_repeat(cache, k), carry=_repeat(processor_carry, k),
         tokens=jnp.full((b, k, max_new), pad_id, jnp.int32),
         scores=jnp.full((b, k), -jnp.inf).at[:, 0].set(0.0),
-        lengths=jnp.zeros((b, k), jnp.int32), finished=jnp.zeros((b, k), bool))
+        lengths=jnp.zeros((b, k), jnp.int32), finished=jnp.zeros((b, k), bool),
+        width=jnp.full((b,), k, jnp.int32))  # open beams per row (drop_finished); the first step fills all k
     stay = jnp.full((v,), -jnp.inf).at[pad_id].set(0.0)  # a finished beam extends with pad at no cost
 
     def best_done(s):
@@ -108,11 +118,25 @@ def beam_search(step_fn: StepFn, first_logits: jax.Array, cache: Any, *, beam_si
         tokens = jnp.take_along_axis(s["tokens"], parent[..., None], axis=1)
         tokens = jax.lax.dynamic_update_slice(tokens, token[..., None], (0, 0, s["step"]))
         finished = was_done | (token == eos_id)
+        width = s["width"]
+        if drop_finished:
+            # top_k sorts by rank, so slot 0 is the best; keep the top `width` candidates, then drop the
+            # finished ones other than slot 0 (a finished slot 0 ends the row, which is then frozen)
+            slot = jnp.arange(k)[None, :]
+            drop = (slot >= width[:, None]) | (finished & (slot > 0))  # [B, K]
+            scores, finished = jnp.where(drop, -jnp.inf, scores), finished & ~drop
+            width = jnp.sum(~drop & ~finished, axis=1).astype(jnp.int32)
+            frozen = s["finished"][:, 0]  # [B] the row's best had ended: keep the row as it was
+            keep = lambda old, new: jnp.where(frozen.reshape(frozen.shape + (1,) * (new.ndim - 1)), old, new)
+            parent = keep(jnp.broadcast_to(jnp.arange(k)[None, :], parent.shape), parent)
+            token = keep(jnp.full_like(token, pad_id), token)
+            tokens, scores, lengths = keep(s["tokens"], tokens), keep(s["scores"], scores), keep(s["lengths"], lengths)
+            finished, width = keep(s["finished"], finished), keep(s["width"], width)
         flat = (rows[:, None] * k + parent).reshape(n)
         cache, carry = _gather(s["cache"], flat), _gather(carry, flat)
         logits, aux, cache = step_fn(token.reshape(n), cache, s["step"])
         return dict(step=s["step"] + 1, logits=logits.astype(jnp.float32), aux=aux, cache=cache, carry=carry,
-                    tokens=tokens, scores=scores, lengths=lengths, finished=finished)
+                    tokens=tokens, scores=scores, lengths=lengths, finished=finished, width=width)
 
     # one body application outside the loop fixes the aux pytree structure for the while loop
     if first_aux is None:

@@ -88,3 +88,66 @@ def test_cached_equals_recompute(rel, beam):
     a, b = gen(state, src, True), gen(state, src, False)
     np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
     np.testing.assert_allclose(np.asarray(a.scores), np.asarray(b.scores), rtol=1e-4, atol=1e-4)
+
+
+def test_drop_finished_hand_computed():
+    # step 1 (beam 3): a .45, eos .30, b .24.  Kept, the finished "eos" (.30) stays best once a's and b's
+    # extensions fall below it (b,eos .216; a,eos .18).  Dropped (the baseline), the beam shrinks to the
+    # two open beams a, b and the best of their extensions is b,eos = .24 * .9 = .216.
+    first = [0.01, 0.30, 0.45, 0.24]
+    keep = run(3, first=first)
+    np.testing.assert_array_equal(np.asarray(keep.tokens[0, 0]), [1, 0, 0, 0])
+    np.testing.assert_allclose(float(keep.scores[0, 0]), np.log(0.30), rtol=1e-6)
+    drop = run(3, first=first, drop_finished=True)
+    np.testing.assert_array_equal(np.asarray(drop.tokens[0, 0]), [3, 1, 0, 0])
+    np.testing.assert_allclose(float(drop.scores[0, 0]), np.log(0.24 * 0.9), rtol=1e-6)
+    assert int(drop.lengths[0, 0]) == 2 and bool(drop.finished[0, 0])
+    # width after step 1 was 2 (eos dropped), so only two of the three slots were ever refilled
+    assert np.isneginf(np.asarray(drop.scores[0, 2]))
+
+
+def _baseline_beam(first_logp, logp, k, max_new, eos):
+    """bert4keras AutoRegressiveDecoder.beam_search (min_ends 1, minlen 1), restated in NumPy."""
+    seqs, scores, width = [[]], np.zeros(1), k
+    for _ in range(max_new):
+        step = np.stack([first_logp if not s else logp[s[-1]] for s in seqs])  # [w, V]
+        cand = (scores[:, None] + step).ravel()
+        idx = np.argsort(-cand, kind="stable")[:width]
+        seqs = [seqs[i // step.shape[1]] + [int(i % step.shape[1])] for i in idx]
+        scores = cand[idx]
+        best = int(np.argmax(scores))
+        if seqs[best][-1] == eos:
+            return seqs[best], scores[best]
+        open_ = np.array([s[-1] != eos for s in seqs])
+        seqs, scores, width = [s for s, o in zip(seqs, open_) if o], scores[open_], int(open_.sum())
+    best = int(np.argmax(scores))
+    return seqs[best], scores[best]
+
+
+@pytest.mark.parametrize("beam", [1, 2, 3, 4])
+def test_drop_finished_matches_baseline_reference(beam):
+    # 12 random Markov chains over 6 tokens (eos = 1) decoded as one batch: rows end at different
+    # steps (frozen rows must stay put) and some run out of max_new (the best open beam is returned)
+    rng = np.random.default_rng(beam)
+    b, v, max_new = 12, 6, 5
+    first = np.log(rng.dirichlet(np.ones(v), size=b)).astype(np.float32)
+    chains = np.log(rng.dirichlet(np.full(v, 0.7), size=(b, v))).astype(np.float32)
+
+    def step(token, cache, step):
+        del step
+        return jnp.asarray(chains)[cache["row"], token], None, cache
+
+    out = jax.jit(functools.partial(decoding.beam_search, step, beam_size=beam, max_new=max_new, eos_id=1,
+                                    drop_finished=True))(jnp.asarray(first), {"row": jnp.arange(b)})
+    ended = 0
+    for r in range(b):
+        seq, score = _baseline_beam(first[r], chains[r], beam, max_new, 1)
+        np.testing.assert_array_equal(np.asarray(out.tokens[r, 0, :len(seq)]), seq)
+        np.testing.assert_allclose(float(out.scores[r, 0]), score, rtol=1e-5)
+        assert int(out.lengths[r, 0]) == len(seq)
+        ended += seq[-1] == 1
+    assert 0 < ended < b  # both stopping paths were exercised
+    if beam == 1:  # greedy: nothing to drop, both behaviours agree
+        kept = jax.jit(functools.partial(decoding.beam_search, step, beam_size=1, max_new=max_new,
+                                         eos_id=1))(jnp.asarray(first), {"row": jnp.arange(b)})
+        np.testing.assert_array_equal(np.asarray(kept.tokens), np.asarray(out.tokens))
