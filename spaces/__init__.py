@@ -7,7 +7,7 @@ import importlib
 from spaces.configs import FULL, QUICK, PipelineConfig
 from spaces.data import Document, document_clauses, load_cail2020, split_clauses, truncated_clauses, write_cail2020
 from spaces.labelling import clause_labels, extract_matching, extract_pairs, oracle_score, oracle_text
-from spaces.metrics import corpus_rouge, fast_char_rouge, fast_weighted_rouge, lcs_length, rouge_scores, weighted_rouge
+from spaces.metrics import PreparedText, corpus_rouge, lcs_length, prepare, rouge_scores, segment, weighted_rouge
 from spaces.synthetic import synthetic_documents
 
 # names whose modules import jax / flax load on first use (the CLI imports every package at start-up)
@@ -32,6 +32,6 @@ def __getattr__(name):
 __all__ = [
     "FULL", "QUICK", "PipelineConfig", "Document", "document_clauses", "load_cail2020", "split_clauses",
     "truncated_clauses", "write_cail2020", "clause_labels", "extract_matching", "extract_pairs", "oracle_score",
-    "oracle_text", "corpus_rouge", "fast_char_rouge", "fast_weighted_rouge", "lcs_length", "rouge_scores",
+    "oracle_text", "corpus_rouge", "PreparedText", "prepare", "segment", "lcs_length", "rouge_scores",
     "weighted_rouge", "synthetic_documents", *_WHERE,
 ]

@@ -5,11 +5,12 @@ v_n = Σ_l m_nl h_nl / Σ_l m_nl. For real data the encoder is a pretrained BERT
 frozen, computed once); for embedded runs a small trainable encoder (`ClauseEncoder`: mean and max of
 token embeddings) is trained with the DGCNN.
 
-DGCNN: x_0 = W v + b (Dense(384)); 6 residual gated dilated 1-D convolutions over the clause axis,
-kernel 3, dilations 1, 2, 4, 8, 1, 1:
-    [h; g] = Conv_r(x) (2·384 channels),   x <- x + α · (h ⊙ σ(g)),   α a scalar starting at 0,
-with padded clauses zeroed after every block; dropout 0.1; p_n = σ(w·x_n + c); loss = BCE over the
-real clauses. Extraction keeps clauses with p_n > 0.2.
+DGCNN (SPACES `extract_model.py`): x_0 = W v (Dense(384) without bias); 6 residual gated dilated 1-D
+convolutions over the clause axis, kernel 3, dilations 1, 2, 4, 8, 1, 1:
+    [h; g] = Conv_r(x) (2·384 channels),   x <- x + α · LayerNorm(h ⊙ σ(g)),   α a scalar starting at 0,
+with padded clauses zeroed after every block (LayerNorm ε = 1e-12, as bert4keras'); dropout 0.1 on
+the clause vectors, after the dense layer and after every block; p_n = σ(w·x_n + c); loss = BCE over
+the real clauses. Extraction keeps the clauses with p_n > 0.2, none if no clause passes.
 
 K-fold: `kfold_masks` splits documents into k folds; `shared.train.make_step` is vmapped over the k
 models (each fold's documents weighted 0 in its own model), so all folds train in one jitted step;
@@ -45,35 +46,39 @@ def _dropout(x, rate, key):
 
 
 class GatedConv(nnx.Module):
-    """x + α·(h ⊙ σ(g)) with [h; g] = dilated Conv1D(x), kernel 3; α starts at 0 (identity at init)."""
+    """x + α·LayerNorm(h ⊙ σ(g)) with [h; g] = dilated Conv1D(x), kernel 3; α starts at 0 (identity at init)."""
 
     def __init__(self, dim: int, dilation: int, *, rngs: nnx.Rngs):
         self.conv = nnx.Conv(dim, 2 * dim, kernel_size=(3,), kernel_dilation=(dilation,), padding="SAME",
                              rngs=rngs)
+        self.norm = nnx.LayerNorm(dim, epsilon=1e-12, rngs=rngs)
         self.alpha = nnx.Param(jnp.zeros(()))
 
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-        """x [B, N, D], mask bool [B, N] -> [B, N, D] (zero at padded clauses)."""
-        h, g = jnp.split(self.conv(x), 2, axis=-1)
-        return jnp.where(mask[..., None], x + self.alpha[...] * (h * jax.nn.sigmoid(g)), 0.0)
+        """x [B, N, D] (zero at padded clauses), mask bool [B, N] -> [B, N, D] (zero at padded clauses)."""
+        h, g = jnp.split(self.conv(x), 2, axis=-1)  # [B, N, D] each
+        return jnp.where(mask[..., None], x + self.alpha[...] * self.norm(h * jax.nn.sigmoid(g)), 0.0)
 
 
 class DGCNN(nnx.Module):
-    """Dense(dim) + gated dilated residual convolutions + per-clause logit."""
+    """Dense(dim, no bias) + gated dilated residual convolutions + per-clause logit."""
 
     def __init__(self, in_dim: int, dim: int = 384, dilations: Sequence[int] = DILATIONS,
                  dropout: float = 0.1, *, rngs: nnx.Rngs):
-        self.dense = nnx.Linear(in_dim, dim, rngs=rngs)
+        self.dense = nnx.Linear(in_dim, dim, use_bias=False, rngs=rngs)
         self.blocks = nnx.List([GatedConv(dim, r, rngs=rngs) for r in dilations])
         self.out = nnx.Linear(dim, 1, rngs=rngs)
         self.dropout = dropout
 
     def __call__(self, v: jax.Array, mask: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """Clause vectors v [B, N, in_dim], mask bool [B, N] -> logits [B, N]."""
-        x = jnp.where(mask[..., None], self.dense(_dropout(v, self.dropout, key)), 0.0)
+        def drop(x, i):
+            return _dropout(x, self.dropout, None if key is None else jax.random.fold_in(key, i))
+
+        x = jnp.where(mask[..., None], self.dense(drop(v, 0)), 0.0)  # [B, N, dim]
         for i, block in enumerate(self.blocks):
-            x = block(_dropout(x, self.dropout, None if key is None else jax.random.fold_in(key, i + 1)), mask)
-        return self.out(x)[..., 0]
+            x = block(drop(x, i + 1), mask)
+        return self.out(drop(x, len(self.blocks) + 1))[..., 0]
 
 
 class ClauseEncoder(nnx.Module):
@@ -138,10 +143,11 @@ def kfold_masks(n_docs: int, k: int, seed: int = 0) -> np.ndarray:
 
 
 def select_clauses(probs: np.ndarray, n_clauses: int, threshold: float = 0.2) -> list[int]:
-    """Indices of the clauses with probability > threshold; the single best one if none passes."""
-    p = np.asarray(probs)[:n_clauses]
-    chosen = np.flatnonzero(p > threshold).tolist()
-    return chosen if chosen else [int(np.argmax(p))]
+    """Indices of the first `n_clauses` clauses with probability > threshold (empty if none passes, as
+    SPACES: the summary of such a document is then empty and scores 0)."""
+    if n_clauses < 0:
+        raise ValueError(f"n_clauses must be >= 0, got {n_clauses}")
+    return np.flatnonzero(np.asarray(probs)[:n_clauses] > threshold).tolist()
 
 
 def encode_clauses(clauses_per_doc: Sequence[Sequence[str]], vocab, max_clauses: int,

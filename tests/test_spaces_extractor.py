@@ -22,6 +22,24 @@ def test_gated_conv_is_identity_at_init_and_zeroes_padding():
     assert (y[1, 6:] == 0).all()
 
 
+def test_gated_conv_is_layer_normed_gated_residual():
+    # SPACES: x + α·LayerNorm(h ⊙ σ(g)), [h; g] = Conv1D(x); LayerNorm starts at scale 1, offset 0
+    block = GatedConv(8, 1, rngs=nnx.Rngs(0))
+    block.alpha.value = jnp.asarray(0.7)
+    x = jax.random.normal(jax.random.PRNGKey(3), (1, 5, 8))
+    mask = jnp.ones((1, 5), bool)
+    h, g = jnp.split(block.conv(x), 2, axis=-1)
+    z = h * jax.nn.sigmoid(g)
+    want = x + 0.7 * (z - z.mean(-1, keepdims=True)) / jnp.sqrt(z.var(-1, keepdims=True) + 1e-12)
+    np.testing.assert_allclose(block(x, mask), want, rtol=1e-5, atol=1e-5)
+
+
+def test_first_dense_layer_has_no_bias():
+    model = DGCNN(4, 8, dropout=0.0, rngs=nnx.Rngs(0))
+    assert model.dense.bias is None
+    assert (model.dense(jnp.zeros((3, 4))) == 0).all()
+
+
 def _dgcnn_with_alpha(alpha=0.5):
     model = DGCNN(4, 8, dropout=0.0, rngs=nnx.Rngs(0))
     for block in model.blocks:
@@ -79,7 +97,9 @@ def test_kfold_masks_partition_and_selection():
     with pytest.raises(ValueError, match="k must"):
         kfold_masks(3, 4)
     assert select_clauses(np.asarray([0.1, 0.3, 0.25, 0.9]), 3) == [1, 2]
-    assert select_clauses(np.asarray([0.1, 0.15, 0.05, 0.9]), 3) == [1]  # none above 0.2: the best one
+    assert select_clauses(np.asarray([0.1, 0.15, 0.05, 0.9]), 3) == []  # none above 0.2: nothing (SPACES)
+    with pytest.raises(ValueError, match="n_clauses"):
+        select_clauses(np.asarray([0.5]), -1)
 
 
 def test_unilm_clause_vectors_are_per_clause_masked_means():
