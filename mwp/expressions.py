@@ -16,6 +16,16 @@ left: `-2**2 == -4`, `2**-1 == 1/2`):
     power := atom ("**" unary)?
     atom  := NUMBER | "(" expr ")"
 
+The literal rule (NUMBER): ASCII digits with an optional decimal point and fraction part, i.e. Python's
+decimal literals without an exponent: `3`, `3.5`, `3.` and `.5` are accepted, and an integer with
+leading zeros is rejected as Python rejects it (`05`; `0`, `00`, `05.5` are valid Python and accepted).
+Rejected with an `ExpressionError` (reason "literal") that names the whole offending token: leading
+zeros (`05`), exponents (`1e5`), other bases (`0x10`), underscores (`1_000`), non-ASCII digits (`٣`),
+other suffixes (`1j`) and malformed numbers (`1.2.3`).  The baseline evaluates with Python's `eval`,
+which would accept exponents, other bases and underscores; they never occur in word problems and are
+refused for safety.  Everything that is not a number, an operator or a bracket (names, other
+characters) is rejected too, and the error names that token.
+
 Reference: the normalisation follows the Ape210K baseline of kexue.fm (2020-10-19); the rules are in
 mwp/README.md, "Sources and published numbers".
 """
@@ -34,7 +44,6 @@ MAX_NUMBER_DIGITS = 40  # characters in one numeric literal
 MAX_BITS = 4_096  # bit length of any numerator / denominator
 MAX_EXPONENT = 4_096  # |integer exponent|
 
-_DIGITS = frozenset("0123456789")
 _OPERATORS = ("**", "+", "-", "*", "/", "(", ")")
 
 
@@ -49,39 +58,63 @@ class ExpressionError(ValueError):
         self.reason = reason
 
 
-def _tokenize(expr: str) -> list[tuple[str, Any]]:
-    """Splits `expr` into ("num", Fraction) and ("op", str) tokens; whitespace is skipped."""
-    tokens: list[tuple[str, Any]] = []
+_LITERAL = re.compile(r"[1-9][0-9]*|0+|[0-9]+\.[0-9]*|\.[0-9]+")  # the accepted forms (ASCII)
+_RUN = re.compile(r"[\w.]+")  # a maximal run of (Unicode) word characters and dots: one token to name
+
+
+def _literal_error(run: str, position: int) -> ExpressionError:
+    """The ExpressionError for a number-like token `run` that breaks the literal rule."""
+    if not run.isascii():
+        why = "has non-ASCII digits" if any(c.isdigit() and not c.isascii() for c in run) else \
+            "has non-ASCII characters"
+    elif "_" in run:
+        why = "has underscores"
+    elif re.match(r"0[xXoObB]", run):
+        why = "is in another base"
+    elif re.search(r"[0-9.][eE][+-]?[0-9]", run):
+        why = "has an exponent"
+    elif re.fullmatch(r"0+[0-9]+", run):
+        why = "is an integer with leading zeros"
+    else:
+        why = "is not a decimal number"
+    return ExpressionError(f"number {run!r} at position {position} {why} (the literal rule: ASCII digits with an "
+                           "optional '.' and fraction part, e.g. 3, 3.5, 3., .5)", "literal")
+
+
+def _tokenize(expr: str) -> list[tuple[str, Any, str, int]]:
+    """Splits `expr` into (kind, value, text, position) tokens, kind "num" (value a Fraction) or "op" (value
+    the operator); whitespace is skipped."""
+    tokens: list[tuple[str, Any, str, int]] = []
     i, n = 0, len(expr)
     while i < n:
         c = expr[i]
         if c in " \t":
             i += 1
-        elif c in _DIGITS or (c == "." and i + 1 < n and expr[i + 1] in _DIGITS):
-            j = i
-            while j < n and expr[j] in _DIGITS:
-                j += 1
-            if j < n and expr[j] == ".":
-                j += 1
-                while j < n and expr[j] in _DIGITS:
-                    j += 1
+        elif c.isdigit() or (c == "." and i + 1 < n and expr[i + 1].isdigit()):
+            j = _RUN.match(expr, i).end()
+            if j < n and expr[j] in "+-" and expr[j - 1] in "eE":  # name all of "1e-5", not "1e"
+                j = _RUN.match(expr, j + 1).end() if _RUN.match(expr, j + 1) else j + 1
             literal = expr[i:j]
             if len(literal) > MAX_NUMBER_DIGITS:
                 raise ExpressionError(f"number {literal[:20]}... has more than {MAX_NUMBER_DIGITS} "
                                       "characters", "too_large")
-            if literal.endswith("."):
-                raise ExpressionError(f"number {literal!r} at position {i} ends with '.'", "syntax")
-            tokens.append(("num", Fraction(literal)))
+            if not _LITERAL.fullmatch(literal):
+                raise _literal_error(literal, i)
+            tokens.append(("num", Fraction(literal), literal, i))
             i = j
         elif expr.startswith("**", i):
-            tokens.append(("op", "**"))
+            tokens.append(("op", "**", "**", i))
             i += 2
         elif c in "+-*/()":
-            tokens.append(("op", c))
+            tokens.append(("op", c, c, i))
             i += 1
+        elif c.isalpha() or c == "_":
+            name = _RUN.match(expr, i).group()
+            raise ExpressionError(f"name {name[:20]!r} at position {i} is not allowed (only numbers, "
+                                  "+ - * / ** and parentheses)", "syntax")
         else:
-            raise ExpressionError(f"character {c!r} at position {i} is not allowed (only ASCII digits, "
-                                  "'.', + - * / ** and parentheses)", "syntax")
+            raise ExpressionError(f"character {c!r} at position {i} is not allowed (only numbers, "
+                                  "+ - * / ** and parentheses)", "syntax")
     return tokens
 
 
@@ -124,7 +157,7 @@ def _power(base: Fraction, exponent: Fraction) -> Fraction:
 
 
 class _Parser:
-    def __init__(self, tokens: list[tuple[str, Any]]):
+    def __init__(self, tokens: list[tuple[str, Any, str, int]]):
         self.tokens = tokens
         self.pos = 0
         self.depth = 0
@@ -183,7 +216,7 @@ class _Parser:
     def atom(self) -> Fraction:
         if self.pos >= len(self.tokens):
             raise ExpressionError("unexpected end of expression", "syntax")
-        kind, value = self.tokens[self.pos]
+        kind, value, text, position = self.tokens[self.pos]
         if kind == "num":
             self.pos += 1
             return value
@@ -193,10 +226,10 @@ class _Parser:
             inner = self.expr()
             self.depth -= 1
             if self.peek() != ")":
-                raise ExpressionError(f"missing ')' at token {self.pos}", "syntax")
+                raise ExpressionError(f"missing ')' for the '(' at position {position}", "syntax")
             self.pos += 1
             return inner
-        raise ExpressionError(f"unexpected {value!r} at token {self.pos}", "syntax")
+        raise ExpressionError(f"unexpected {text!r} at position {position}", "syntax")
 
 
 def safe_eval(expr: str) -> Fraction:
@@ -207,9 +240,9 @@ def safe_eval(expr: str) -> Fraction:
     Returns:
       the value as a `Fraction` (a non-integer exponent is computed in float and converted exactly).
     Raises:
-      ExpressionError (a ValueError) for anything else: other characters (unicode digits, names,
-      attribute access), syntax errors, division by zero, or inputs exceeding the caps
-      (length, depth, digits, exponent, result bits).
+      ExpressionError (a ValueError) for anything else: literals that break the literal rule (module
+      docstring), other characters or names, syntax errors, division by zero, or inputs exceeding the
+      caps (length, depth, digits, exponent, result bits); the message names the offending token.
     """
     if not isinstance(expr, str):
         raise ExpressionError(f"expr must be a str, got {type(expr).__name__}", "syntax")
@@ -221,7 +254,7 @@ def safe_eval(expr: str) -> Fraction:
     parser = _Parser(tokens)
     value = parser.expr()
     if parser.pos != len(tokens):
-        raise ExpressionError(f"unexpected {tokens[parser.pos][1]!r} at token {parser.pos}", "syntax")
+        raise ExpressionError(f"unexpected {tokens[parser.pos][2]!r} at position {tokens[parser.pos][3]}", "syntax")
     return value
 
 
@@ -261,11 +294,13 @@ def answers_equal(a: Any, b: Any, decimals: int = 6) -> bool:
 
 
 def remove_redundant_brackets(expr: str) -> str:
-    """Drops every pair of brackets whose removal leaves the exact value unchanged.
+    """Drops every pair of brackets whose removal leaves the value unchanged to 6 decimals (the baseline).
 
     Pairs are tried in the order their ')' appears (inner pairs first); a removal is kept when the
-    expression still parses and its value equals the original value exactly. Spaces are removed.
-    Example: "(1+2)+(3*4)" -> "1+2+3*4"; "(1+2)*3" stays.
+    expression still parses and `answers_equal` (rounded to 6 decimals) holds between its value and the
+    original expression's value, as the baseline's `is_equal` does. Spaces are removed.
+    Example: "(1+2)+(3*4)" -> "1+2+3*4"; "(1+2)*3" stays; "5-(2-0.0000001)" -> "5-2-0.0000001" (3.0000001
+    and 2.9999999 agree to 6 decimals).
     Raises ExpressionError if `expr` does not evaluate or its brackets are unbalanced.
     """
     target = safe_eval(expr)
@@ -284,7 +319,7 @@ def remove_redundant_brackets(expr: str) -> str:
         trial = chars.copy()
         trial[left] = trial[right] = " "  # keeps the positions of the other pairs valid
         try:
-            if safe_eval("".join(trial)) == target:
+            if answers_equal(safe_eval("".join(trial)), target):
                 chars = trial
         except ExpressionError:
             pass
@@ -303,11 +338,12 @@ def normalize_problem(record: dict) -> dict:
     1. mixed number a(b/c) -> (a+b/c) in question, equation and answer;
     2. any other digit directly before "(" gets "+" (equation and answer);
     3. (a/b) -> a/b in the question only;
-    4. n% -> (n/100) in equation and answer (a remaining "%" in the equation -> "/100");
+    4. n% -> (n/100) in equation and answer; a remaining "%" (after a bracket, as in "(33+1/3)%")
+       -> "/100" in both;
     5. ":" -> "/" in equation and answer;
     6. strip a leading "x=";
     7. keep the problem only if the equation evaluates to the answer (6-decimal rule);
-    8. drop redundant brackets from the equation (`remove_redundant_brackets`).
+    8. drop redundant brackets from the equation (`remove_redundant_brackets`, 6-decimal rule).
 
     Args:
       record: a dict with `original_text`, `equation`, `ans` (and optionally `id`, `segmented_text`).
@@ -329,7 +365,7 @@ def normalize_problem(record: dict) -> dict:
     answer = _DIGIT_BRACKET.sub(r"\1+(", answer)
     question = _FRACTION.sub(r"\1", question)
     equation = _PERCENT.sub(r"(\1/100)", equation).replace("%", "/100")
-    answer = _PERCENT.sub(r"(\1/100)", answer)
+    answer = _PERCENT.sub(r"(\1/100)", answer).replace("%", "/100")
     equation = equation.replace(":", "/")
     answer = answer.replace(":", "/")
     equation = equation.strip()

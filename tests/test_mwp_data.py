@@ -74,3 +74,18 @@ def test_write_then_load_roundtrip_and_limit(tmp_path):
     write_ape210k(tmp_path / "t.json", problems)
     records, summary = load_ape210k(tmp_path / "t.json", limit=3)
     assert summary["lines"] == 3 and [r["id"] for r in records] == ["1", "2", "3"]
+
+
+def test_loader_applies_the_remaining_baseline_rules(tmp_path):
+    path = tmp_path / "valid.ape.json"
+    path.write_text("\n".join([
+        _line(30, "甲是乙的百分之几？", "33(1/3)%", "x=1/3"),  # leftover "%" -> "/100": kept
+        _line(31, "精确到百万分之一", "3", "x=5-(2-0.0000001)"),  # a pair dropped by the 6-decimal rule
+        _line(32, "整数", "6", "x=2.*3"),  # "2." is a Python literal: kept
+        _line(33, "前导零", "10", "x=05*2"),  # "05" is not (Python's eval rejects it): dropped
+    ]) + "\n", encoding="utf-8")
+    records, summary = load_ape210k(path)
+    assert [r["id"] for r in records] == ["30", "31", "32"]
+    assert records[0]["answer"] == "(33+1/3)/100" and records[0]["value"] == Fraction(1, 3)
+    assert records[1]["equation"] == "5-2-0.0000001"
+    assert summary["dropped"] == {"equation_invalid": 1}
