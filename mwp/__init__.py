@@ -5,6 +5,7 @@ solving expression, checked by a safe exact-arithmetic evaluator.
 from mwp.configs import Ape210kConfig, SyntheticConfig
 from mwp.data import load_ape210k, write_ape210k
 from mwp.expressions import ExpressionError, answers_equal, normalize_problem, remove_redundant_brackets, safe_eval
+from mwp.submission import format_answer
 from mwp.synthetic import FAMILIES, generate_problem, generate_split
 from mwp.tokenizer import (CharTokenizer, WordPieceTokenizer, fill_slots, join_expression, number_slots,
                            split_expression)
@@ -18,6 +19,7 @@ __all__ = [
     "WordPieceTokenizer",
     "answers_equal",
     "fill_slots",
+    "format_answer",
     "generate_problem",
     "generate_split",
     "join_expression",
