@@ -6,6 +6,9 @@
   n = (depth - 2) / 6 basic blocks with 16/32/64 channels, identity shortcuts with zero padding
   ("option A"); ResNet-32 has 0.46M parameters.
 - `ResNet18`: the 4-stage ResNet-18 with a 3x3 stem for 32x32 inputs (the usual CIFAR adaptation).
+- `LogitAdjustmentResNet` / `la_resnet32`: the "ResNet-32" of the official logit-adjustment code
+  (google-research `logit_adjustment/models.py`, Menon et al. 2021): 1x1/3x3/1x1 blocks, conv shortcuts,
+  a final BatchNorm before the pool; 300,762 parameters for 10 classes.
 
 All take images NHWC and return logits [B, num_classes]. BatchNorm follows `model.train()` /
 `model.eval()`.
@@ -13,6 +16,7 @@ All take images NHWC and return logits [B, num_classes]. BatchNorm follows `mode
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -148,6 +152,70 @@ def ResNet18(num_classes: int, *, rngs: nnx.Rngs, in_channels: int = 3, dtype=No
     """ResNet-18 (2, 2, 2, 2 blocks of 64/128/256/512) with a 3x3 stem and projection shortcuts."""
     return CifarResNet((2, 2, 2, 2), (64, 128, 256, 512), num_classes, rngs=rngs,
                        in_channels=in_channels, shortcut="conv", dtype=dtype)
+
+
+class ThreeConvBlock(nnx.Module):
+    """conv1x1-BN-ReLU-conv3x3(stride)-BN-ReLU-conv1x1-BN + shortcut, then ReLU; all convs `width` filters.
+
+    shortcut: conv1x1(stride)-BN when `project` (the first block of a stage), else the identity
+    (which needs in_ch == width and stride 1). The stride sits on the 3x3 conv ("SAME" padding).
+    """
+
+    def __init__(self, in_ch: int, width: int, stride: int, *, project: bool, rngs: nnx.Rngs, dtype=None):
+        if not project and (in_ch != width or stride != 1):
+            raise ValueError(f"an identity shortcut needs in_ch == width and stride 1, got {in_ch}, {width}, {stride}")
+        conv = functools.partial(nnx.Conv, use_bias=False, kernel_init=nnx.initializers.he_normal(), dtype=dtype,
+                                 rngs=rngs)
+        self.conv1, self.bn1 = conv(in_ch, width, (1, 1)), _bn(width, rngs, dtype)
+        self.conv2, self.bn2 = conv(width, width, (3, 3), strides=stride), _bn(width, rngs, dtype)
+        self.conv3, self.bn3 = conv(width, width, (1, 1)), _bn(width, rngs, dtype)
+        self.proj = nnx.data(conv(in_ch, width, (1, 1), strides=stride, padding="VALID") if project else None)
+        self.proj_bn = nnx.data(_bn(width, rngs, dtype) if project else None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = nnx.relu(self.bn1(self.conv1(x)))
+        y = nnx.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        shortcut = x if self.proj is None else self.proj_bn(self.proj(x))
+        return nnx.relu(y + shortcut)
+
+
+class LogitAdjustmentResNet(nnx.Module):
+    """The CIFAR network of the official logit-adjustment code (google-research `logit_adjustment/models.py`).
+
+    [B, 32, 32, C] -> zero-pad 3 -> conv3x3 "VALID" (`widths[0]`) -> BN -> ReLU ([B, 36, 36, .]) -> per stage
+    one `ThreeConvBlock` with a conv shortcut and stride (1, 2, 2), then identity blocks -> BN (no ReLU)
+    -> mean over H, W -> Linear -> [B, num_classes]. Convs: no bias, He-normal (truncated, fan-in) kernels;
+    head: kernel N(0, 0.01²), zero bias; BatchNorm momentum 0.9, eps 1e-5 (Keras's settings there).
+    """
+
+    def __init__(self, blocks_per_stage: Sequence[int], widths: Sequence[int], num_classes: int, *,
+                 rngs: nnx.Rngs, in_channels: int = 3, dtype=None):
+        self.stem = nnx.Conv(in_channels, widths[0], (3, 3), padding="VALID", use_bias=False,
+                             kernel_init=nnx.initializers.he_normal(), dtype=dtype, rngs=rngs)
+        self.stem_bn = _bn(widths[0], rngs, dtype)
+        blocks, in_ch = [], widths[0]
+        for stage, (n, width) in enumerate(zip(blocks_per_stage, widths)):
+            for b in range(n):
+                stride = 2 if stage > 0 and b == 0 else 1
+                blocks.append(ThreeConvBlock(in_ch, width, stride, project=b == 0, rngs=rngs, dtype=dtype))
+                in_ch = width
+        self.blocks = nnx.List(blocks)
+        self.final_bn = _bn(in_ch, rngs, dtype)
+        self.head = nnx.Linear(in_ch, num_classes, kernel_init=nnx.initializers.normal(0.01), dtype=dtype,
+                               rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))  # [B, H + 6, W + 6, C]
+        x = nnx.relu(self.stem_bn(self.stem(x)))  # [B, H + 4, W + 4, widths[0]]
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.final_bn(x).mean(axis=(1, 2)))  # [B, num_classes]
+
+
+def la_resnet32(num_classes: int, *, rngs: nnx.Rngs, dtype=None) -> LogitAdjustmentResNet:
+    """The official logit-adjustment "ResNet-32": stages of 5 blocks with 16 / 32 / 64 filters."""
+    return LogitAdjustmentResNet((5, 5, 5), (16, 32, 64), num_classes, rngs=rngs, dtype=dtype)
 
 
 def count_params(model: nnx.Module) -> int:
