@@ -15,8 +15,9 @@ _LAZY = {
     "copy_decoding": ("copy_processor", "generate", "initial_carry", "make_generate", "top_k_logits"),
     "extractor": ("DGCNN", "ClauseEncoder", "Extractor", "GatedConv", "extraction_loss", "kfold_masks", "masked_mean",
                   "select_clauses", "unilm_clause_vectors", "encode_clauses"),
-    "generator": ("CopyGenerator", "add_noise", "bio_labels", "ema_update", "encode_pair", "encode_pairs",
-                  "generator_loss", "lcs_alignment"),
+    "generator": ("CopyGenerator", "add_noise", "bio_labels", "copy_labels", "ema_update", "encode_pair",
+                  "encode_pairs", "generator_loss", "copy_generator_loss", "lcs_alignment"),
+    "generator_data": ("encode_generator_examples", "make_train_transform", "noise_tokens"),
     "pipeline": ("run_pipeline", "GeneratorState"),
     "vocab": ("Vocab", "init_word_embeddings"),
 }

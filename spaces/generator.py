@@ -27,35 +27,27 @@ from flax import nnx
 
 from shared.sparse_softmax import sparse_softmax_cross_entropy
 from shared.unilm import UniLM, seq2seq_targets
+from spaces.metrics import lcs_rows
 
-__all__ = ["O", "B", "I", "lcs_alignment", "bio_labels", "CopyGenerator", "generator_loss", "add_noise",
-           "ema_update", "encode_pair", "encode_pairs"]
+__all__ = ["O", "B", "I", "lcs_alignment", "copy_labels", "bio_labels", "CopyGenerator", "generator_loss",
+           "copy_generator_loss", "add_noise", "ema_update", "encode_pair", "encode_pairs"]
 
 O, B, I = 0, 1, 2
 
 
 def lcs_alignment(source: Sequence, target: Sequence) -> list[tuple[int, int]]:
-    """Matched (source index, target index) pairs of one longest common subsequence, in order.
-
-    Bit-parallel rows (Crochemore et al. 2001) V_j over source positions after target[:j]; the DP value
-    L(i, j) = i − popcount(V_j & (2^i − 1)) is read back while tracing from (len(source), len(target)).
+    """Matched (source index, target index) pairs of one longest common subsequence, in order: the one
+    bert4keras' `longest_common_subsequence` traces back (SPACES' copy labels). From the end: match when
+    source[i−1] = target[j−1], else step back in the target if L(i, j−1) > L(i−1, j), else in the source;
+    L(i, j) = LCS(source[:i], target[:j]) read from `spaces.metrics.lcs_rows`.
     """
     m, n = len(source), len(target)
     if m == 0 or n == 0:
         return []
-    masks: dict = {}
-    for i, x in enumerate(source):
-        masks[x] = masks.get(x, 0) | (1 << i)
-    full = (1 << m) - 1
-    rows = [full]
-    v = full
-    for y in target:
-        u = v & masks.get(y, 0)
-        v = ((v + u) | (v - u)) & full
-        rows.append(v)
+    rows = lcs_rows(source, target)
 
     def L(i, j):
-        return i - bin(rows[j] & ((1 << i) - 1)).count("1")
+        return i - (rows[j] & ((1 << i) - 1)).bit_count()
 
     pairs = []
     i, j = m, n
@@ -63,20 +55,30 @@ def lcs_alignment(source: Sequence, target: Sequence) -> list[tuple[int, int]]:
         if source[i - 1] == target[j - 1]:
             pairs.append((i - 1, j - 1))
             i, j = i - 1, j - 1
-        elif L(i - 1, j) == L(i, j):
-            i -= 1
-        else:
+        elif L(i, j - 1) > L(i - 1, j):
             j -= 1
+        else:
+            i -= 1
     return pairs[::-1]
 
 
+def copy_labels(source: Sequence, target: Sequence) -> tuple[list[int], list[int]]:
+    """O/B/I labels (0/1/2) of every source and every target token (SPACES `generate_copy_labels`).
+
+    Along `lcs_alignment(source, target)`, a matched pair (i, j) is I on both sides if the previous
+    matched pair is (i − 1, j − 1), else B; unmatched tokens are O.
+    """
+    src, tgt = [O] * len(source), [O] * len(target)
+    prev = (-2, -2)
+    for i, j in lcs_alignment(source, target):
+        src[i] = tgt[j] = I if (i, j) == (prev[0] + 1, prev[1] + 1) else B
+        prev = (i, j)
+    return src, tgt
+
+
 def bio_labels(source: Sequence, target: Sequence) -> list[int]:
-    """O/B/I label (0/1/2) of every target token from `lcs_alignment` (see the module docstring)."""
-    labels = [O] * len(target)
-    matched = {j: i for i, j in lcs_alignment(source, target)}
-    for j, i in matched.items():
-        labels[j] = I if matched.get(j - 1) == i - 1 and j > 0 else B
-    return labels
+    """O/B/I label (0/1/2) of every target token (the target side of `copy_labels`)."""
+    return copy_labels(source, target)[1]
 
 
 class CopyGenerator(nnx.Module):
@@ -136,6 +138,44 @@ def generator_loss(*, sparse_k: int = 10, copy_weight: float = 2.0, noise: float
         lm_loss, copy_loss = (lm * w).sum() / n, (cp * w).sum() / n
         token_acc = ((lg.argmax(-1) == labels) * w).sum() / n
         copy_acc = ((copy[:, :-1].argmax(-1) == batch["copy"][:, 1:]) * w).sum() / n
+        return lm_loss + copy_weight * copy_loss, {"lm_loss": lm_loss, "copy_loss": copy_loss,
+                                                   "token_accuracy": token_acc, "copy_accuracy": copy_acc}
+
+    return fn
+
+
+def copy_generator_loss(*, sparse_k: int = 10, copy_weight: float = 2.0):
+    """`fn(model, batch, rng)` for `shared.train.nnx_loss`, on batches of
+    `spaces.generator_data.make_train_transform` (noise and copy labels drawn on the host, as SPACES).
+
+    batch: "ids" (clean), "inputs" (noised; the model reads these), "segments", "copy" int [B, T];
+    optional "weight" [B]. With next-token targets y_{t+1} = ids[t+1] on the target segment (w_t) and
+    the copy labels c_t of every non-padding output position (v_t = [ids[t+1] is not padding]):
+        loss = Σ_t w_t · CE_k(logits_t, y_{t+1}) / Σ w + copy_weight · Σ_t v_t · CE(copy_t, c_t) / Σ v,
+    CE_k the sparse-softmax CE over the k largest logits (k = 0: dense CE). The copy term covers the
+    source positions too (SPACES' `compute_copy_loss`); copy_weight = 0 drops the copy head.
+    """
+
+    def fn(model: CopyGenerator, batch: dict, rng: jax.Array):
+        ids, seg = batch["ids"], batch["segments"]
+        pad = model.lm.config.pad_id
+        key = jax.random.fold_in(rng, 2) if model.lm.config.dropout > 0 else None
+        logits, copy = model(batch["inputs"], seg, key=key)
+        labels, w = seq2seq_targets(ids, seg, pad_id=pad)  # [B, T-1]
+        v = (ids[:, 1:] != pad).astype(jnp.float32)  # [B, T-1]
+        if "weight" in batch:
+            w, v = w * batch["weight"][:, None], v * batch["weight"][:, None]
+        lg = logits[:, :-1]
+        if sparse_k:
+            lm = sparse_softmax_cross_entropy(lg, labels, min(sparse_k, lg.shape[-1]))
+        else:
+            lm = -jnp.take_along_axis(jax.nn.log_softmax(lg), labels[..., None], axis=-1)[..., 0]
+        cp_logits, cp_labels = copy[:, :-1], batch["copy"][:, :-1]
+        cp = -jnp.take_along_axis(jax.nn.log_softmax(cp_logits), cp_labels[..., None], axis=-1)[..., 0]
+        n, m = jnp.maximum(w.sum(), 1.0), jnp.maximum(v.sum(), 1.0)
+        lm_loss, copy_loss = (lm * w).sum() / n, (cp * v).sum() / m
+        token_acc = ((lg.argmax(-1) == labels) * w).sum() / n
+        copy_acc = ((cp_logits.argmax(-1) == cp_labels) * v).sum() / m
         return lm_loss + copy_weight * copy_loss, {"lm_loss": lm_loss, "copy_loss": copy_loss,
                                                    "token_accuracy": token_acc, "copy_accuracy": copy_acc}
 

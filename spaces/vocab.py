@@ -1,8 +1,9 @@
 """Character / word vocabularies for Chinese text, and the word-embedding initialisation of SPACES.
 
 `Vocab` maps text to ids. Character level: every non-space character is a token (as a Chinese BERT's
-vocab.txt does). Word level (SPACES): jieba words that made it into the vocabulary are single tokens,
-anything else falls back to its characters. Specials are the BERT ones, [PAD]=0, [UNK]=1, [CLS]=2,
+vocab.txt does). Word level (SPACES): jieba words (cut as SPACES cuts them: `HMM=False`, with the
+user dictionary at `user_dict`; `spaces.metrics.segment`) that made it into the vocabulary are single
+tokens, anything else falls back to its characters. Specials are the BERT ones, [PAD]=0, [UNK]=1, [CLS]=2,
 [SEP]=3, [MASK]=4, when the vocabulary is built here; a vocab.txt keeps its own ids.
 
 Word embeddings (SPACES): a word added to a character vocabulary starts as the mean of its
@@ -16,22 +17,17 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from spaces.metrics import segment
+
 __all__ = ["Vocab", "SPECIALS", "init_word_embeddings"]
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def _jieba_words(text: str) -> list[str]:
-    import jieba
-
-    jieba.setLogLevel(60)
-    return jieba.lcut(text)
-
-
 class Vocab:
-    """Token list with lookup; `word_level` switches jieba segmentation on for `encode`."""
+    """Token list with lookup; `word_level` switches jieba segmentation (with `user_dict`) on for `encode`."""
 
-    def __init__(self, tokens: Sequence[str], word_level: bool = False):
+    def __init__(self, tokens: Sequence[str], word_level: bool = False, user_dict: str | None = None):
         self.tokens = list(tokens)
         self.index = {}
         for i, t in enumerate(self.tokens):
@@ -40,6 +36,7 @@ class Vocab:
             if s not in self.index:
                 raise ValueError(f"vocabulary lacks the special token {s}")
         self.word_level = word_level
+        self.user_dict = user_dict or None
         self.pad_id, self.unk_id = self.index["[PAD]"], self.index["[UNK]"]
         self.cls_id, self.sep_id = self.index["[CLS]"], self.index["[SEP]"]
         self.special_ids = frozenset(self.index[s] for s in SPECIALS if s in self.index)
@@ -54,19 +51,21 @@ class Vocab:
         chars = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
         return cls(list(SPECIALS) + chars)
 
-    def with_words(self, texts: Iterable[str], min_count: int = 5, max_words: int | None = None) -> "Vocab":
-        """A word-level vocabulary: this one plus the jieba words (>= 2 chars) seen `min_count` times."""
-        counts = Counter(w for t in texts for w in _jieba_words(t) if len(w) > 1 and not w.isspace())
+    def with_words(self, texts: Iterable[str], min_count: int = 5, max_words: int | None = None,
+                   user_dict: str | None = None) -> "Vocab":
+        """A word-level vocabulary: this one plus the jieba words (>= 2 chars) seen `min_count` times,
+        segmented with the jieba user dictionary at `user_dict` (a missing file is a ValueError naming it)."""
+        counts = Counter(w for t in texts for w in segment(t, user_dict) if len(w) > 1 and not w.isspace())
         words = sorted((w for w, n in counts.items() if n >= min_count and w not in self.index),
                        key=lambda w: (-counts[w], w))
-        return Vocab(self.tokens + words[:max_words], word_level=True)
+        return Vocab(self.tokens + words[:max_words], word_level=True, user_dict=user_dict)
 
     def pieces(self, text: str) -> list[str]:
         """The token strings of `text` (whitespace dropped)."""
         if not self.word_level:
             return [c for c in text if not c.isspace()]
         out = []
-        for w in _jieba_words(text):
+        for w in segment(text, self.user_dict):
             if w in self.index and len(w) > 1:
                 out.append(w)
             else:

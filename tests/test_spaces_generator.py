@@ -113,3 +113,15 @@ def test_word_vocab_and_embedding_initialisation():
         np.testing.assert_allclose(new[i], emb[[chars.index[c] for c in w]].mean(0), rtol=1e-6)
     with pytest.raises(ValueError, match="rows"):
         init_word_embeddings(emb[:3], chars, words)
+
+
+def test_word_vocab_segments_with_the_user_dictionary(tmp_path):
+    path = tmp_path / "user_dict.txt"
+    path.write_text("借贷纠纷案 2000 n\n", encoding="utf-8")
+    texts = ["原告与被告借贷纠纷案"] * 5
+    chars = Vocab.build(texts)
+    assert "借贷纠纷案" not in chars.with_words(texts).index
+    words = chars.with_words(texts, user_dict=str(path))
+    assert "借贷纠纷案" in words.index and "借贷纠纷案" in words.pieces("被告借贷纠纷案")
+    with pytest.raises(ValueError, match="missing_dict.txt"):
+        chars.with_words(texts, user_dict=str(tmp_path / "missing_dict.txt"))
