@@ -1,10 +1,19 @@
 """Tokenisation for the seq2seq solver: a character vocabulary for embedded runs and WordPiece from a
 local `vocab.txt` for pretrained BERTs, both with an expression tokeniser that round-trips.
 
-Expressions are split by `split_expression` into single digits, ".", the operators `+ - * / **`
-(`**` is one piece), brackets and number slots `[N0]`, `[N1]`, ...; `decode_expression` joins the
-pieces without spaces, so `decode_expression(encode_expression(e)) == e` for every expression `e`
-(spaces dropped). Digits are tokenised one by one, so no number ever becomes `[UNK]`.
+Expressions are split into ".", the operators `+ - * / **` (`**` is one piece), brackets, number slots
+`[N0]`, `[N1]`, ... and numbers, and `decode_expression` joins the pieces without spaces, so
+`decode_expression(encode_expression(e)) == e` for every expression `e` (spaces dropped). Numbers are
+tokenised in one of two ways (`expression_tokens`):
+
+- "digits": one digit per token (`split_expression`);
+- "wordpiece": each run of digits by BERT's greedy longest-match-first WordPiece over the vocabulary
+  ("150" -> "150" if the vocabulary has it, else e.g. "15", "##0"), as the baseline's tokenizer does
+  with the whole `[CLS] question [SEP] equation [SEP]` pair; "." is a piece of its own (BERT splits on
+  punctuation), and a run WordPiece cannot cover falls back to digits. The baseline's tokenizer writes
+  `**` as two "*" tokens; here it is one token (an unused vocabulary entry for WordPiece vocabularies).
+
+Either way no number ever becomes `[UNK]`, and questions tokenise their numbers the same way.
 
 Optional number slots (`number_slots`): numbers of the question are replaced by `[N0]`, `[N1]`, ... in
 order of first appearance, and the same literals in the equation by the same slots; `fill_slots`
@@ -17,7 +26,7 @@ import abc
 import collections
 import pathlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 
 from mwp.expressions import ExpressionError
 
@@ -27,8 +36,13 @@ EXPRESSION_PIECES = tuple("0123456789") + (".", "+", "-", "*", "/", "**", "(", "
 MAX_SLOTS = 16
 SLOTS = tuple(f"[N{i}]" for i in range(MAX_SLOTS))
 
+EXPRESSION_TOKENS = ("digits", "wordpiece")
+WORDPIECE_DIGITS = tuple(f"##{d}" for d in "0123456789")  # continuation pieces: every digit run is covered
+
 _PIECE = re.compile(r"\[N[0-9]+\]|\*\*|\S", re.S)
+_RUN_PIECE = re.compile(r"\[N[0-9]+\]|\*\*|[0-9]+|\S", re.S)  # as _PIECE, digit runs whole
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_DIGIT_RUN = re.compile(r"[0-9]+")
 
 
 def split_expression(expr: str) -> list[str]:
@@ -37,6 +51,25 @@ def split_expression(expr: str) -> list[str]:
     Example: "12**2-[N0]" -> ["1", "2", "**", "2", "-", "[N0]"].
     """
     return _PIECE.findall(expr)
+
+
+def wordpiece(word: str, vocab: Container[str]) -> list[str] | None:
+    """BERT's greedy longest-match-first WordPiece of one word: the longest prefix in `vocab`, then the
+    longest "##"-prefixed continuation, and so on; None when some remainder has no piece (BERT's [UNK]).
+
+    Example: with "15" and "##0" in vocab but not "150", "150" -> ["15", "##0"].
+    """
+    pieces, start = [], 0
+    while start < len(word):
+        for end in range(len(word), start, -1):
+            piece = word[start:end] if start == 0 else "##" + word[start:end]
+            if piece in vocab:
+                break
+        else:
+            return None
+        pieces.append(piece)
+        start = end
+    return pieces
 
 
 def join_expression(pieces: Iterable[str]) -> str:
@@ -76,11 +109,18 @@ def fill_slots(expr: str, numbers: Sequence[str]) -> str:
     return re.sub(r"\[N[0-9]+\]", fill, expr)
 
 
+def _check_mode(expression_tokens: str) -> str:
+    if expression_tokens not in EXPRESSION_TOKENS:
+        raise ValueError(f"expression_tokens must be one of {EXPRESSION_TOKENS}, got {expression_tokens!r}")
+    return expression_tokens
+
+
 class _Base(abc.ABC):
-    """Shared encode/decode of expressions and pairs; subclasses define `_ids` and `_tokens`."""
+    """Shared encode/decode of expressions and pairs; subclasses define `encode_question`."""
 
     token_to_id: dict[str, int]
     id_to_token: list[str]
+    expression_tokens: str
 
     @property
     def vocab_size(self) -> int:
@@ -106,11 +146,26 @@ class _Base(abc.ABC):
         return self.token_to_id.get(piece, self.unk_id)
 
     def _id_piece(self, i: int) -> str:
-        return self.id_to_token[i] if 0 <= i < len(self.id_to_token) else UNK
+        token = self.id_to_token[i] if 0 <= i < len(self.id_to_token) else UNK
+        return token[2:] if token.startswith("##") else token
+
+    def _number_pieces(self, run: str) -> list[str]:
+        """One run of digits -> pieces: WordPiece in "wordpiece" mode (digits where it fails), else digits."""
+        if self.expression_tokens == "wordpiece":
+            pieces = wordpiece(run, self.token_to_id)
+            if pieces is not None:
+                return pieces
+        return list(run)
+
+    def expression_pieces(self, expr: str) -> list[str]:
+        """Expression -> pieces (see the module docstring); spaces dropped."""
+        if self.expression_tokens == "digits":
+            return split_expression(expr)
+        return [q for p in _RUN_PIECE.findall(expr) for q in (self._number_pieces(p) if p[0].isdigit() else [p])]
 
     def encode_expression(self, expr: str) -> list[int]:
-        """Expression -> ids (one per `split_expression` piece); no [CLS]/[SEP]."""
-        return [self._piece_id(p) for p in split_expression(expr)]
+        """Expression -> ids (one per `expression_pieces` piece); no [CLS]/[SEP]."""
+        return [self._piece_id(p) for p in self.expression_pieces(expr)]
 
     def decode_expression(self, ids: Iterable[int]) -> str:
         """Ids -> expression string; stops at [SEP], skips [PAD]/[CLS]; [UNK] makes it invalid ("?")."""
@@ -145,39 +200,66 @@ class _Base(abc.ABC):
 
 
 class CharTokenizer(_Base):
-    """A character vocabulary built from the data: specials, expression pieces, slots, then characters."""
+    """A character vocabulary built from the data: specials, expression pieces, slots, number words (for
+    "wordpiece"), then characters; ids from `char_start` on are ordinary characters."""
 
-    def __init__(self, tokens: Sequence[str]):
+    def __init__(self, tokens: Sequence[str], expression_tokens: str = "digits"):
         if list(tokens[:len(SPECIALS)]) != list(SPECIALS):
             raise ValueError(f"tokens must start with {SPECIALS}")
         if len(set(tokens)) != len(tokens):
             raise ValueError("tokens must be unique")
         self.id_to_token = list(tokens)
         self.token_to_id = {t: i for i, t in enumerate(tokens)}
+        self.expression_tokens = _check_mode(expression_tokens)
+
+    @property
+    def char_start(self) -> int:
+        """The first id of an ordinary character (after specials, expression pieces, slots, number words)."""
+        for i, t in enumerate(self.id_to_token):
+            number_word = t.startswith("##") or (len(t) > 1 and t.isascii() and t.isdigit())
+            if i >= len(SPECIALS) and t not in EXPRESSION_PIECES and t not in SLOTS and not number_word:
+                return i
+        return len(self.id_to_token)
 
     @classmethod
-    def build(cls, questions: Iterable[str], min_count: int = 1) -> "CharTokenizer":
-        """Vocabulary of every character seen at least `min_count` times in `questions`."""
-        counts = collections.Counter()
+    def build(cls, questions: Iterable[str], min_count: int = 1, *, expression_tokens: str = "digits",
+              equations: Iterable[str] = ()) -> "CharTokenizer":
+        """Vocabulary of every character seen at least `min_count` times in `questions`.
+
+        With `expression_tokens="wordpiece"` it also holds a WordPiece vocabulary for numbers, the way a
+        BERT vocabulary comes from corpus counts: every run of digits seen at least `min_count` times in
+        `questions` and `equations` as a word, and the continuations "##0" ... "##9".
+        """
+        _check_mode(expression_tokens)
+        questions, counts, numbers = list(questions), collections.Counter(), collections.Counter()
         for q in questions:
             counts.update(p for p in _PIECE.findall(q) if p not in SLOTS)
         fixed = (*SPECIALS, *EXPRESSION_PIECES, *SLOTS)
+        words: tuple[str, ...] = ()
+        if expression_tokens == "wordpiece":
+            for text in (*questions, *equations):
+                numbers.update(_DIGIT_RUN.findall(text))
+            words = (*WORDPIECE_DIGITS, *sorted((w for w, n in numbers.items() if n >= min_count and len(w) > 1),
+                                                key=lambda w: (len(w), w)))
         chars = sorted(c for c, n in counts.items() if n >= min_count and c not in fixed)
-        return cls((*fixed, *chars))
+        return cls((*fixed, *words, *chars), expression_tokens)
 
     def encode_question(self, text: str) -> list[int]:
-        return [self._piece_id(p) for p in _PIECE.findall(text.replace("**", "* *"))]
+        pieces = _RUN_PIECE.findall(text.replace("**", "* *"))
+        return [self._piece_id(q) for p in pieces for q in (self._number_pieces(p) if p[0].isdigit() else [p])]
 
 
 class WordPieceTokenizer(_Base):
-    """BERT WordPiece (via `tokenizers`) for questions from a local `vocab.txt`; expressions piece by piece.
+    """BERT WordPiece (via `tokenizers`) for questions from a local `vocab.txt`; expressions by
+    `expression_tokens` ("wordpiece", the baseline, by default).
 
     `**` maps to the vocabulary's "**" if present, else to "[unused1]"; slots `[Ni]` map to
     "[unused{i+2}]". A question token that WordPiece makes [UNK] is re-tokenised character by
     character (so "12345" with no matching pieces becomes single digits, never [UNK]).
     """
 
-    def __init__(self, vocab_path: str | pathlib.Path, lowercase: bool = True):
+    def __init__(self, vocab_path: str | pathlib.Path, lowercase: bool = True, expression_tokens: str = "wordpiece"):
+        self.expression_tokens = _check_mode(expression_tokens)
         vocab_path = pathlib.Path(vocab_path)
         if not vocab_path.is_file():
             raise ValueError(f"vocab_path: no vocab.txt at {vocab_path}")
@@ -207,8 +289,7 @@ class WordPieceTokenizer(_Base):
 
     def _id_piece(self, i: int) -> str:
         token = super()._id_piece(i)
-        token = self._unalias.get(token, token)
-        return token[2:] if token.startswith("##") else token
+        return self._unalias.get(token, token)
 
     def encode_question(self, text: str) -> list[int]:
         ids = []

@@ -8,8 +8,8 @@ import pytest
 from mwp.expressions import ExpressionError, safe_eval
 from mwp.synthetic import generate_split
 from mwp.expressions import normalize_problem
-from mwp.tokenizer import (CLS, PAD, SEP, SPECIALS, UNK, CharTokenizer, WordPieceTokenizer, fill_slots,
-                           number_slots, split_expression)
+from mwp.tokenizer import (CLS, EXPRESSION_PIECES, PAD, SEP, SLOTS, SPECIALS, UNK, CharTokenizer, WordPieceTokenizer,
+                           fill_slots, number_slots, split_expression, wordpiece)
 
 EXPRESSIONS = ["6000/(1+3/5)", "3.14*3**2", "2**-1", "(2+1/4)-(1+1/2)", "123456789*987654321", "[N0]**[N1]-2"]
 
@@ -93,3 +93,79 @@ def test_random_expressions_roundtrip(char_tok):
     for _ in range(200):
         e = "".join(rng.choice(["1", "23", "4.5", "+", "-", "*", "/", "**", "(", ")"]) for _ in range(12))
         assert char_tok.decode_expression(char_tok.encode_expression(e)) == e
+
+
+def test_wordpiece_greedy_longest_match():
+    vocab = {"1", "2", "5", "0", "12", "125", "##0", "##5", "##50", "##2"}
+    assert wordpiece("125", vocab) == ["125"]
+    assert wordpiece("1250", vocab) == ["125", "##0"]
+    assert wordpiece("1255", vocab) == ["125", "##5"]
+    assert wordpiece("12550", vocab) == ["125", "##50"]  # the longest continuation, not ##5 ##0
+    assert wordpiece("5", vocab) == ["5"]
+    assert wordpiece("13", vocab) is None  # "##3" missing: BERT's [UNK]
+
+
+def test_wordpiece_matches_bert_tokenizers_on_numbers():
+    from tokenizers import BertWordPieceTokenizer
+
+    path = "tests/fixtures/hf_tiny_bert/vocab.txt"
+    bert = BertWordPieceTokenizer(path, lowercase=True)
+    vocab = set(open(path, encoding="utf-8").read().splitlines())
+    rng = random.Random(0)
+    for n in [0, 5, 12, 100, 120, 1000, 1200, 1250, 12005, 125, 3, 1211, 100100] + [rng.randint(0, 10**6)
+                                                                                     for _ in range(200)]:
+        ours = wordpiece(str(n), vocab)
+        theirs = bert.encode(str(n), add_special_tokens=False).tokens
+        assert (ours if ours is not None else ["[UNK]"]) == theirs, n
+
+
+def test_wordpiece_equations_as_the_baseline_tokenizes_them():
+    """The baseline runs BERT's tokenizer over the equation string; ours gives the same ids (`**` aside)."""
+    from tokenizers import BertWordPieceTokenizer
+
+    path = "tests/fixtures/hf_tiny_bert/vocab.txt"
+    bert = BertWordPieceTokenizer(path, lowercase=True)
+    tok = WordPieceTokenizer(path)
+    rng = random.Random(1)
+    for _ in range(200):
+        nums = [str(rng.choice([12, 100, 1250, 120, 7, 1200, 3])) + rng.choice(["", ".5", ".25", ".125"])
+                for _ in range(3)]
+        ops = [rng.choice("+-*/") for _ in range(2)]
+        e = f"({nums[0]}{ops[0]}{nums[1]}){ops[1]}{nums[2]}"
+        ids = tok.encode_expression(e)
+        assert ids == bert.encode(e, add_special_tokens=False).ids, e
+        assert tok.unk_id not in ids and tok.decode_expression(ids) == e
+    assert tok.expression_pieces("1250*100**2") == ["12", "##5", "##0", "*", "100", "**", "2"]
+    assert tok.encode_expression("2**3")[1] == tok.token_to_id["**"]  # one token, not "*", "*"
+    digits = WordPieceTokenizer(path, expression_tokens="digits")
+    assert digits.expression_pieces("1250*100") == ["1", "2", "5", "0", "*", "1", "0", "0"]
+    with pytest.raises(ValueError, match="expression_tokens"):
+        WordPieceTokenizer(path, expression_tokens="bpe")
+
+
+def test_char_wordpiece_vocabulary_from_the_data():
+    tok = CharTokenizer.build(["共有35个头，35只脚", "卖了350元", "共有7个"], expression_tokens="wordpiece",
+                              equations=["35*4", "700/2"], min_count=2)
+    # "35" seen three times is a word; "350" once is not; single digits are expression pieces
+    assert "35" in tok.token_to_id and "350" not in tok.token_to_id and "##0" in tok.token_to_id
+    assert tok.expression_pieces("350/35+7") == ["35", "##0", "/", "35", "+", "7"]
+    # a number tokenises the same in question and equation, so the decoder can copy it
+    assert tok.encode_question("有350个")[1:3] == tok.encode_expression("350")
+    assert tok.id_to_token[tok.char_start] == "个" and all(
+        not t.startswith("##") and t not in ("35",) for t in tok.id_to_token[tok.char_start:])
+    plain = CharTokenizer.build(["共有35个头"])
+    assert plain.char_start == len(SPECIALS) + len(EXPRESSION_PIECES) + len(SLOTS)
+    assert plain.expression_pieces("350") == ["3", "5", "0"]
+    with pytest.raises(ValueError, match="expression_tokens"):
+        CharTokenizer.build(["q"], expression_tokens="chars")
+
+
+@pytest.mark.parametrize("mode", ["digits", "wordpiece"])
+def test_random_expressions_roundtrip_both_modes(mode):
+    rng = random.Random(0)
+    tok = CharTokenizer.build(["有35个和120个"], expression_tokens=mode, equations=["1000-35"])
+    for _ in range(200):
+        e = "".join(rng.choice(["1", "23", "4.5", "35", "1200", "+", "-", "*", "/", "**", "(", ")", "[N1]"])
+                    for _ in range(12))
+        ids = tok.encode_expression(e)
+        assert tok.unk_id not in ids and tok.decode_expression(ids) == e
