@@ -57,7 +57,7 @@ def build_model(config, splits: dict, vocab_dir: str | pathlib.Path):
     dtype = "bfloat16" if config.bf16 else "float32"
     length = config.max_source + config.max_target + 3
     if config.size == "tiny":
-        tok = WordPieceTokenizer(vocab_path)
+        tok = WordPieceTokenizer(vocab_path, expression_tokens=config.expression_tokens)
         model = unilm.create("tiny", seed=config.seed, vocab_size=tok.vocab_size, max_position=length, dtype=dtype)
         return model, tok, {"source": "random init (tiny)", "vocab_size": tok.vocab_size, "kept_token_ids": None,
                             "missing": []}
@@ -78,7 +78,7 @@ def build_model(config, splits: dict, vocab_dir: str | pathlib.Path):
     if model.config.max_position < length:
         raise ValueError(f"config.max_source + max_target + 3 = {length} exceeds the checkpoint's "
                          f"max_position_embeddings={model.config.max_position}")
-    tok = WordPieceTokenizer(vocab_path)
+    tok = WordPieceTokenizer(vocab_path, expression_tokens=config.expression_tokens)
     if tok.vocab_size != model.config.vocab_size:
         raise ValueError(f"{vocab_path} has {tok.vocab_size} tokens but the checkpoint has "
                          f"{model.config.vocab_size} embedding rows")

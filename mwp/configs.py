@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from mwp.tokenizer import EXPRESSION_TOKENS
+
+
+def _check_expression_tokens(value: str) -> None:
+    if value not in EXPRESSION_TOKENS:
+        raise ValueError(f"config.expression_tokens must be one of {EXPRESSION_TOKENS}, got {value!r}")
+
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
@@ -14,6 +21,7 @@ class SyntheticConfig:
     valid_size: int = 100
     test_size: int = 300
     number_slots: bool = True  # numbers -> [N0], [N1], ... in question and equation
+    expression_tokens: str = "digits"  # numbers digit by digit, or "wordpiece" (number words from the data)
     input_noise: float = 0.15  # train-time probability of replacing a question character by a random one
     hidden: int = 128
     layers: int = 2
@@ -40,6 +48,7 @@ class SyntheticConfig:
             raise ValueError(f"config.learning_rate must be > 0, got {self.learning_rate}")
         if not self.beams or min(self.beams) < 1:
             raise ValueError(f"config.beams must be non-empty positive ints, got {self.beams}")
+        _check_expression_tokens(self.expression_tokens)
 
 
 SYNTHETIC_QUICK = SyntheticConfig()
@@ -58,6 +67,7 @@ class Ape210kConfig:
     checkpoint_dir: str = "checkpoints/chinese_L-12_H-768_A-12"  # config.json, vocab.txt, model.safetensors
     size: str = "base"  # base | large | tiny
     simplified_vocab: bool = True
+    expression_tokens: str = "wordpiece"  # equations tokenised by WordPiece as the baseline, or "digits"
     learning_rate: float = 2e-5
     batch_size: int = 32  # 16 for large
     epochs: int = 25  # best epoch on valid: base ~25, large ~15
@@ -76,6 +86,7 @@ class Ape210kConfig:
         for name in ("batch_size", "epochs", "max_source", "max_target", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"config.{name} must be >= 1, got {getattr(self, name)}")
+        _check_expression_tokens(self.expression_tokens)
 
 
 APE210K_FULL = Ape210kConfig()

@@ -117,21 +117,20 @@ def make_decoder(graphdef, beam: int, max_new: int, eos_id: int, *, drop_finishe
 def run_synthetic(config, ctx) -> dict:
     """mwp.synthetic_solver: tiny UniLM from scratch on synthetic Ape210K-format problems."""
     from mwp import synthetic
-    from mwp.tokenizer import EXPRESSION_PIECES, SLOTS, SPECIALS
     from shared import data, train, unilm
     from shared.trainer import Loop, Trainer
 
     t0 = time.perf_counter()
     splits = {s: prepare(synthetic.generate_split(s, n, seed=config.seed), config.number_slots)
               for s, n in (("train", config.train_size), ("valid", config.valid_size), ("test", config.test_size))}
-    tok = CharTokenizer.build(p["question"] for p in splits["train"])
+    tok = CharTokenizer.build([p["question"] for p in splits["train"]], expression_tokens=config.expression_tokens,
+                              equations=[p["equation"] for p in splits["train"]])
     arrays = encode(splits["train"], tok, config.max_source, config.max_target)
     model = unilm.create("tiny", seed=config.seed, vocab_size=tok.vocab_size, hidden=config.hidden,
                          layers=config.layers, heads=config.heads, intermediate=config.mlp,
                          max_position=arrays["ids"].shape[1], dropout=config.dropout)
     schedule = train.warmup_cosine(config.learning_rate, config.warmup_steps, config.num_steps)
-    first_char = len(SPECIALS) + len(EXPRESSION_PIECES) + len(SLOTS)  # CharTokenizer layout
-    loss_fn = (noisy_source_loss(config.input_noise, first_char, tok.vocab_size) if config.input_noise > 0
+    loss_fn = (noisy_source_loss(config.input_noise, tok.char_start, tok.vocab_size) if config.input_noise > 0
                else unilm.seq2seq_loss)
     trainer = Trainer(model, optax.adam(schedule), loss_fn, seed=config.seed, learning_rate=schedule)
     loop = Loop(num_steps=config.num_steps, batch_size=config.batch_size, seed=config.seed,
