@@ -1,10 +1,10 @@
-"""`flooding.cifar10`: the full-scale config, CIFAR-10 with ResNet-18 through TFDS, one run per flood level.
+"""`flooding.cifar10`: the full-scale config, CIFAR-10 with ResNet-18, one run per flood level.
 
 Each level b trains `optax.chain(flooding(b), add_decayed_weights(wd), sgd(cosine lr, momentum))`
 (weight decay after flooding, so only the loss gradient changes sign) with pad-4 crop + flip
 augmentation in the step; b is chosen on a held-out validation split of the training set and the
-chosen run's test accuracy reported. Data: `tfds.data_source("cifar10")` built as array_record in
-`config.data_dir` (tests use `tfds.testing.mock_data`).
+chosen run's test accuracy reported. Data: `config.data_dir` holds the CIFAR-10 python release or a
+TFDS array_record build (`shared.cifar_files`; tests use small release files and `tfds.testing.mock_data`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import optax
 
 from flooding.configs import CifarConfig
 from shared.augment import random_crop_flip
-from shared.classification import make_resnet, tfds_train_val_test, train_and_evaluate, unit_images
+from shared.cifar_files import train_val_test
+from shared.classification import make_resnet, train_and_evaluate, unit_images
 from shared.transforms import flooding
 
 
@@ -39,7 +40,7 @@ def train_level(config: CifarConfig, b: float, ctx, train_source, eval_sets: dic
 
 
 def run(config: CifarConfig, ctx) -> dict:
-    train_source, eval_sets = tfds_train_val_test(config.dataset, config.val_size, config.data_dir)
+    train_source, eval_sets = train_val_test(config.dataset, config.val_size, config.data_dir)
     results = {f"b={b:g}": train_level(config, b, ctx, train_source, eval_sets) for b in config.flood_levels}
     chosen = max(config.flood_levels, key=lambda b: (results[f"b={b:g}"]["val_accuracy"], -b))
     ctx.report.text(f"{config.model} on {config.dataset}, SGD lr {config.learning_rate} (cosine) momentum "

@@ -126,8 +126,8 @@ class CifarConfig:
     """CIFAR-10, ResNet-18, SGD momentum 0.9, lr 0.1 cosine, batch 128, flood grid chosen on validation.
 
     Our choice (the paper's CIFAR recipe was not obtained here): 45k/5k train/validation split of
-    the TFDS train split, weight decay 5e-4, random crop + flip. Needs `data_dir` with cifar10 built
-    as array_record (`tfds build cifar10 --file_format=array_record --data_dir DIR`).
+    the train split, weight decay 5e-4, random crop + flip. `data_dir` holds the CIFAR-10 python release
+    (`cifar-10-batches-py/`) or a TFDS array_record build (`shared.cifar_files`).
     """
 
     seed: int = 0

@@ -76,7 +76,11 @@ DIGITS_QUICK = dataclasses.replace(DIGITS_FULL, hidden=(64, 64), num_steps=600, 
 
 @dataclasses.dataclass(frozen=True)
 class CifarConfig:
-    """CIFAR-10 ResNet-18, one run per (method, λ) of a small grid, λ chosen on validation (our choice)."""
+    """CIFAR-10 ResNet-18, one run per (method, λ) of a small grid, λ chosen on validation (our choice).
+
+    `data_dir` holds the CIFAR-10 python release (`cifar-10-batches-py/`) or a TFDS array_record build
+    (`shared.cifar_files`); the last `val_size` training images are the validation split.
+    """
 
     seed: int = 0
     data_dir: str = ""
