@@ -85,7 +85,11 @@ def initial_carry(batch: int, source_length: int) -> dict:
 
 def generate(model, source: jax.Array, source_len: jax.Array, *, beam_size: int, max_new: int, eos_id: int,
              use_copy: bool = True, top_k: int = 10) -> DecodeResult:
-    """Beam search from a `CopyGenerator` on `[CLS] source [SEP]` prefixes (int [B, S], lengths [B])."""
+    """Beam search from a `CopyGenerator` on `[CLS] source [SEP]` prefixes (int [B, S], lengths [B]).
+
+    As SPACES' bert4keras `beam_search`, finished non-best beams are dropped and the beam shrinks
+    (`shared.decoding.beam_search(drop_finished=True)`).
+    """
     b, s = source.shape
     pos = jnp.arange(s)[None, :]
     copyable = (pos >= 1) & (pos < source_len[:, None] - 1)  # content tokens only
@@ -96,7 +100,7 @@ def generate(model, source: jax.Array, source_len: jax.Array, *, beam_size: int,
                                                use_copy=use_copy, top_k=top_k),
                       processor_carry=initial_carry(b, s))
     return unilm_generate(model.lm, source, source_len, beam_size=beam_size, max_new=max_new, eos_id=eos_id,
-                          **kwargs)
+                          drop_finished=True, **kwargs)
 
 
 def make_generate(graphdef, **kwargs):

@@ -83,12 +83,16 @@ def test_beam_search_with_copy_constraint():
                 assert i == len(content) - 1 or y == content[i + 1]
 
 
-def test_no_processor_settings_equal_plain_unilm_generate():
+def test_no_processor_settings_equal_the_baseline_beam_search():
+    # spaces decodes as bert4keras does: finished non-best beams dropped (drop_finished=True); on this
+    # model and input the default search (finished beams kept) returns a different best sequence
     from shared.decoding import unilm_generate
 
-    model = _model([0.0, 0.0, 0.0])
-    source = jnp.asarray([[2, 10, 11, 12, 3, 0], [2, 20, 21, 3, 0, 0]])
+    model = CopyGenerator(unilm.create(unilm.TINY, vocab_size=8, max_position=64, seed=1), rngs=nnx.Rngs(2))
+    source = jnp.asarray([[2, 5, 6, 7, 3, 0], [2, 6, 5, 3, 0, 0]])
     lens = jnp.asarray([5, 4])
-    ours = generate(model, source, lens, beam_size=2, max_new=6, eos_id=3, use_copy=False, top_k=0)
-    plain = unilm_generate(model.lm, source, lens, beam_size=2, max_new=6, eos_id=3)
-    np.testing.assert_array_equal(np.asarray(ours.tokens), np.asarray(plain.tokens))
+    ours = generate(model, source, lens, beam_size=3, max_new=8, eos_id=3, use_copy=False, top_k=0)
+    dropped = unilm_generate(model.lm, source, lens, beam_size=3, max_new=8, eos_id=3, drop_finished=True)
+    kept = unilm_generate(model.lm, source, lens, beam_size=3, max_new=8, eos_id=3)
+    np.testing.assert_array_equal(np.asarray(ours.tokens), np.asarray(dropped.tokens))
+    assert (np.asarray(ours.tokens[:, 0]) != np.asarray(kept.tokens[:, 0])).any()
