@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+
+from spaces.metrics import BACKENDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -11,6 +14,9 @@ class PipelineConfig:
 
     Data: `data_dir` empty means embedded synthetic documents (`n_train` / `n_test`); otherwise
     `data_dir/train.jsonl` (CAIL2020 format) split into train / test by `n_test`.
+    Scores: `scorer` "spaces" (rouge 1.0.0 as bojone/SPACES ran it; `spaces.metrics`) or "rouge-score",
+    for the labelling (characters) and the evaluation (jieba words, `HMM=False`, with the jieba user
+    dictionary at `user_dict` if given, as SPACES' `datasets/user_dict.txt`; also used by the word vocabulary).
     Generator: from scratch (`checkpoint_dir` empty) or from a local HF BERT directory
     (config.json, vocab.txt, model.safetensors). `variants` names the generators trained, each
     "<softmax>-<copy>" with softmax in {sparse, dense} and copy in {copy, nocopy} (copy loss weight 0,
@@ -23,6 +29,8 @@ class PipelineConfig:
     n_train: int = 240
     n_test: int = 40
     max_clauses: int = 256
+    scorer: str = "spaces"
+    user_dict: str = ""
     # extractor
     folds: int = 4
     clause_len: int = 24
@@ -68,6 +76,10 @@ class PipelineConfig:
             raise ValueError(f"config.folds must be >= 2, got {self.folds}")
         if not 0.0 <= self.noise < 1.0 or not 0.0 <= self.oracle_fraction <= 1.0:
             raise ValueError("config.noise must lie in [0, 1) and config.oracle_fraction in [0, 1]")
+        if self.scorer not in BACKENDS:
+            raise ValueError(f"config.scorer must be one of {BACKENDS}, got {self.scorer!r}")
+        if self.user_dict and not os.path.isfile(self.user_dict):
+            raise ValueError(f"config.user_dict: jieba user dictionary {self.user_dict!r} does not exist")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"config.threshold must lie in (0, 1), got {self.threshold}")
         for v in self.variants:

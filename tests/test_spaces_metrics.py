@@ -187,3 +187,15 @@ def test_bad_input_and_corpus():
         corpus_rouge(["a"], [])
     with pytest.raises(ValueError, match="text must be a str"):
         prepare(None)
+
+
+def test_config_names_a_bad_scorer_or_missing_user_dict(user_dict):
+    import dataclasses
+
+    from spaces.configs import QUICK
+
+    assert QUICK.scorer == "spaces" and dataclasses.replace(QUICK, user_dict=user_dict).user_dict == user_dict
+    with pytest.raises(ValueError, match="config.scorer"):
+        dataclasses.replace(QUICK, scorer="rouge")
+    with pytest.raises(ValueError, match=r"config.user_dict.*missing_dict.txt"):
+        dataclasses.replace(QUICK, user_dict="/nonexistent/missing_dict.txt")
