@@ -1,6 +1,7 @@
-"""shared.cifar_files: the CIFAR python release (small files in the real format) and format detection."""
+"""shared.cifar_files: the CIFAR python release (small files in its real Python 2 pickle format), format detection."""
 
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +10,39 @@ import pytest
 from shared import cifar_files
 
 
+def _py2_pickle(record: dict) -> bytes:
+    """`record` as Python 2's cPickle (protocol 2) wrote the release: `str` keys and strings as BINSTRING,
+    ints as BININT1, `data` as numpy.core.multiarray._reconstruct + BUILD with the raw bytes (the opcode
+    sequence of the real `data_batch_1`, less the memo opcodes)."""
+
+    def string(s):
+        s = s.encode("latin1") if isinstance(s, str) else s
+        return b"U" + bytes([len(s)]) + s if len(s) < 256 else b"T" + struct.pack("<i", len(s)) + s
+
+    def value(v):
+        if isinstance(v, np.ndarray):  # uint8 [rows, cols]
+            shape = b"M" + struct.pack("<H", v.shape[0]) + b"M" + struct.pack("<H", v.shape[1]) + b"\x86"
+            dtype = (b"cnumpy\ndtype\n" + string("u1") + b"K\x00K\x01\x87R(K\x03" + string("|")
+                     + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb")
+            return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + string("b") + b"\x87R"
+                    + b"(K\x01" + shape + dtype + b"\x89" + string(v.tobytes()) + b"tb")
+        if isinstance(v, list):
+            return b"](" + b"".join(value(x) for x in v) + b"e"
+        if isinstance(v, int):
+            return b"K" + bytes([v]) if 0 <= v < 256 else b"J" + struct.pack("<i", v)
+        return string(v)
+
+    return b"\x80\x02}(" + b"".join(string(k) + value(v) for k, v in record.items()) + b"u."
+
+
 def _dump(path: Path, record: dict) -> None:
-    """Pickles like the real release: protocol 2, `bytes` keys, numpy's pre-2.0 module path."""
-    blob = pickle.dumps({k.encode(): v for k, v in record.items()}, protocol=2)
-    path.write_bytes(blob.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    """A Python 3 pickle of `record` with `bytes` keys (as `pickle.dump` of a re-saved release would write)."""
+    path.write_bytes(pickle.dumps({k.encode(): v for k, v in record.items()}, protocol=2))
 
 
 def write_release(root: Path, dataset: str = "cifar10", per_file: int = 20, seed: int = 0, subfolder: bool = True):
-    """Writes a small python release of `dataset` under `root` (in its tarball's folder if `subfolder`).
+    """Writes a small python release of `dataset` under `root` (in its tarball's folder if `subfolder`), in
+    the format of the real files (`_py2_pickle`).
 
     Every file holds `per_file` random images with labels cycling over the classes. Returns
     {"train": (images [N, 32, 32, 3], labels [N]), "test": (...)}, in file order.
@@ -26,18 +52,19 @@ def write_release(root: Path, dataset: str = "cifar10", per_file: int = 20, seed
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     names = [f"class{i}" for i in range(release.num_classes)]
-    _dump(folder / release.meta, {release.names_key: names, "num_cases_per_batch": per_file})
+    (folder / release.meta).write_bytes(_py2_pickle({"num_cases_per_batch": per_file, release.names_key: names}))
     out = {}
     for split, files in (("train", release.train), ("test", release.test)):
         images, labels = [], []
         for name in files:
             x = rng.integers(0, 256, (per_file, 32, 32, 3), dtype=np.uint8)
             y = (np.arange(per_file) + len(labels) * per_file) % release.num_classes
-            record = {"batch_label": f"{name} of 1", "data": x.transpose(0, 3, 1, 2).reshape(per_file, 3072),
-                      release.label_key: y.tolist(), "filenames": [f"{i}.png" for i in range(per_file)]}
+            record = {"batch_label": f"{name} of 1", release.label_key: y.tolist(),
+                      "data": x.transpose(0, 3, 1, 2).reshape(per_file, 3072),
+                      "filenames": [f"{i}.png" for i in range(per_file)]}
             if dataset == "cifar100":
                 record["coarse_labels"] = (y // 5).tolist()
-            _dump(folder / name, record)
+            (folder / name).write_bytes(_py2_pickle(record))
             images.append(x)
             labels.append(y)
         out[split] = (np.concatenate(images), np.concatenate(labels))
@@ -54,7 +81,7 @@ def test_cifar10_release_round_trip_and_pixel_layout(tmp_path):
         np.testing.assert_array_equal(labels, written[split][1])
     # one hand-checked pixel: row r holds R(1024) G(1024) B(1024), each 32x32 row-major
     record = pickle.loads((tmp_path / "cifar-10-batches-py" / "data_batch_1").read_bytes(), encoding="latin1")
-    row = record[b"data"][0]
+    row = record["data"][0]
     images, _ = cifar_files.load_split("cifar10", "train", str(tmp_path))
     assert tuple(images[0, 2, 5]) == (row[2 * 32 + 5], row[1024 + 2 * 32 + 5], row[2048 + 2 * 32 + 5])
 
