@@ -180,5 +180,11 @@ def test_python_block_runs(doc, index, block, capsys):
         assert "loss" in capsys.readouterr().out
 
 
-def test_every_readme_has_python_blocks_to_run():
-    assert {doc for doc, _, _ in _python_blocks()} >= {"shared/README.md"}
+def test_every_package_readme_has_an_example_and_its_sources():
+    """Each package README runs a python example and states the facts and published numbers it compares with."""
+    with_examples = {doc for doc, _, _ in _python_blocks()}
+    for pkg in PACKAGES:
+        doc = f"{pkg}/README.md"
+        assert doc in with_examples, f"{doc} has no ```python example"
+        heading = "## Formulas and sources" if pkg == "shared" else "## Sources and published numbers"
+        assert heading in DOCS[doc], f"{doc} lacks the section {heading!r}"
