@@ -219,5 +219,69 @@ def predicted_log_rate_simple(gain: float, hs: jax.Array) -> jax.Array:
 
 
 def predicted_log_rate_diag(gate: jax.Array) -> jax.Array:
-    """Dominant-term rate ½ · mean_t log(mean_i a_{t,i}²) for a diagonal path a = f (LSTM) or 1 − z (GRU)."""
+    """Forget-gate-only rate ½ · mean_t log(mean_i a_{t,i}²) for the diagonal path a = f (LSTM) or 1 − z (GRU).
+
+    gate [..., T, d]; returns a scalar (averaged over the leading axes too).
+    """
     return 0.5 * jnp.mean(jnp.log(jnp.mean(gate * gate, axis=-1)))
+
+
+def gated_path_coefficients(cell: str, params: dict, xs: jax.Array, state0=None) -> dict:
+    """The per-unit coefficients of every term of the gated cells' one-step Jacobian, along a trajectory.
+
+    LSTM, the post's ∂c_t/∂c_{t−1} with h_{t−1} = o_{t−1} ⊙ tanh c_{t−1} (`lstm_cell_jacobian`), plus
+    the output-gate path of ∂h_t/∂h_{t−1} (`lstm_state_jacobian`):
+      diag(f_t) + [diag(c_{t−1} f(1−f)) U_fᵀ + diag(ĉ i(1−i)) U_iᵀ + diag(i(1−ĉ²)) U_ĉᵀ] diag(κ_{t−1}),
+      κ_{t−1} = o_{t−1}(1 − tanh² c_{t−1}) (κ_0 = 0: h_0 is given), and diag(tanh c_t · o(1−o)) U_oᵀ.
+    GRU, ∂h_t/∂h_{t−1} (`gru_jacobian`):
+      diag(1 − z) + diag((ĥ − h_{t−1}) z(1−z)) U_zᵀ + diag(z(1−ĥ²)) U_ĥᵀ [diag(r) + diag(h_{t−1} r(1−r)) U_rᵀ].
+    Keys ([T, d] each): "keep" (f or 1 − z), "candidate_out" and "candidate_in" (the diagonals left and
+    right of U_ĉᵀ / U_ĥᵀ: i(1−ĉ²), κ_{t−1} / z(1−ĥ²), r), and the terms odd in a state whose
+    pre-activation is symmetric about 0: LSTM "forget_input" c_{t−1}f(1−f), "input_input" ĉ i(1−i),
+    "output" tanh c_t · o(1−o); GRU "update_input" (ĥ − h_{t−1}) z(1−z), "reset_input" h_{t−1} r(1−r).
+    xs [T, input_size].
+    """
+    cells.check_cell(cell)
+    if cell == "simple":
+        raise ValueError("cell: gated_path_coefficients needs 'lstm' or 'gru', got 'simple'")
+    d = cells.hidden_size(params)
+    if state0 is None:
+        state0 = cells.initial_state(cell, d, xs.dtype)
+    _, states = cells.run(cell, params, xs, state0)
+    prev = jax.tree.map(lambda a0, a: jnp.concatenate([a0[None], a[:-1]]), state0, states)  # state_{t−1}
+    if cell == "lstm":
+        i, f, g, o, c = jax.vmap(lambda h, c_, x: cells.lstm_gates(params, (h, c_), x))(prev[0], prev[1], xs)
+        kappa = o * (1 - jnp.tanh(c) ** 2)  # ∂h_t/∂c_t at t; shifted to t − 1 below
+        kappa_prev = jnp.concatenate([jnp.zeros_like(kappa[:1]), kappa[:-1]])
+        return {"keep": f, "candidate_out": i * (1 - g * g), "candidate_in": kappa_prev,
+                "forget_input": prev[1] * f * (1 - f), "input_input": g * i * (1 - i),
+                "output": jnp.tanh(c) * o * (1 - o)}
+    z, r, hh = jax.vmap(lambda h, x: cells.gru_gates(params, h, x))(prev, xs)
+    return {"keep": 1 - z, "candidate_out": z * (1 - hh * hh), "candidate_in": r,
+            "update_input": (hh - prev) * z * (1 - z), "reset_input": prev * r * (1 - r)}
+
+
+def predicted_log_rate_gated(coefficients: dict, gain: float) -> jax.Array:
+    """Mean-field rate of the gated cells, forget gate and candidate path together:
+
+      λ = mean_t log(⟨keep_t⟩ + g · ⟨candidate_out_t⟩ · ⟨candidate_in_t⟩),   ⟨·⟩ = mean over units,
+    i.e. LSTM: log(⟨f_t⟩ + g⟨i_t(1−ĉ_t²)⟩⟨o_{t−1}(1−tanh² c_{t−1})⟩); GRU: log(⟨1−z_t⟩ + g⟨z_t(1−ĥ_t²)⟩⟨r_t⟩).
+
+    Derivation (the post's mean-field step, one term at a time; coefficients from `gated_path_coefficients`):
+    1. Mean field: every diagonal factor diag(a_t) is replaced by ⟨a_t⟩·I. The remainder
+       diag(a_t − ⟨a_t⟩) scatters a vector into directions uncorrelated with it, which step 3 lets decay.
+    2. Symmetry: the pre-activations of ĉ (ĥ) and hence c and h are symmetric about 0, so the
+       coefficients odd in them average to 0: ⟨c_{t−1}f(1−f)⟩, ⟨ĉ i(1−i)⟩, ⟨tanh c · o(1−o)⟩ for the LSTM,
+       ⟨(ĥ − h)z(1−z)⟩, ⟨h r(1−r)⟩ for the GRU. The one-step Jacobian becomes ⟨keep_t⟩ I + β_t Uᵀ with
+       β_t = ⟨candidate_out_t⟩⟨candidate_in_t⟩ > 0 and U = U_ĉ (U_ĥ) = g·Q, Q orthogonal.
+    3. These matrices commute for all t. On an eigenvector of Q with eigenvalue e^{iθ} the product grows
+       as Π_t |⟨keep_t⟩ + g β_t e^{iθ}|; all coefficients are positive, so θ → 0 is the fastest, and a
+       Haar-random Q has eigen-angles dense around 0: the two terms add in amplitude, not in power.
+    Unlike the simple RNN (`predicted_log_rate_simple`, where every direction is amplified alike and
+    the root-mean-square of diag(1 − h²) is right) the unit-to-unit fluctuation is dropped here.
+
+    coefficients: dict of [..., T, d] arrays; gain g: the recurrent blocks' scale (spectral radius).
+    Returns a scalar (averaged over the leading axes).
+    """
+    mean = lambda k: jnp.mean(coefficients[k], axis=-1)  # noqa: E731  [..., T]
+    return jnp.mean(jnp.log(mean("keep") + gain * mean("candidate_out") * mean("candidate_in")))

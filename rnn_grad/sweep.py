@@ -3,7 +3,9 @@
 For each setting one jitted, batch-vmapped reverse scan (`jacobians.long_range_norms`) gives every
 lag; the per-step log-rate is the least-squares slope of log‖∂s_T/∂s_t‖₂ vs lag, reported beside the
 mean-field prediction (simple RNN: log g + ½·mean_t log mean_i (1 − h²)²; LSTM cell path / GRU: the
-dominant diagonal term ½·mean_t log mean_i f² resp. (1 − z)²). Reference: kexue.fm 2020-11-13.
+forget gate and the candidate path, mean_t log(⟨f⟩ + g⟨i(1−ĉ²)⟩⟨o(1−tanh² c)⟩) resp.
+mean_t log(⟨1−z⟩ + g⟨z(1−ĥ²)⟩⟨r⟩), `jacobians.predicted_log_rate_gated`) and the forget-gate-only term
+½·mean_t log mean_i f² resp. (1 − z)². Reference: kexue.fm 2020-11-13.
 """
 
 from __future__ import annotations
@@ -34,19 +36,10 @@ def _measure(cell, params, xs, power_iters):
     return jax.tree.map(np.asarray, _long_range_norms_batch(cell, params, xs, power_iters))
 
 
-def _gate_path(cell, params, xs, hs):
-    """The dominant diagonal path along the trajectory: f_t (LSTM) or 1 − z_t (GRU), [B, T, d].
-
-    xs [B, T, d] the inputs, hs [B, T, d] the hidden states h_1..h_T they produced (h_0 = 0).
-    """
-    h_prev = jnp.concatenate([jnp.zeros_like(hs[:, :1]), hs[:, :-1]], axis=1)
-
-    def gate(h, x):
-        if cell == "lstm":  # f_t depends on h_{t-1} and x_t only; c_{t-1} only enters c_t
-            return cells.lstm_gates(params, (h, jnp.zeros_like(h)), x)[1]
-        return 1.0 - cells.gru_gates(params, h, x)[0]
-
-    return np.asarray(jax.vmap(jax.vmap(gate))(h_prev, xs))
+@functools.partial(jax.jit, static_argnames=("cell",))
+def _path_coefficients(cell, params, xs):
+    """`jacobians.gated_path_coefficients` of every sequence of xs [B, T, d]: dict of [B, T, d]."""
+    return jax.vmap(lambda x: J.gated_path_coefficients(cell, params, x))(xs)
 
 
 def run(config, ctx) -> dict:
@@ -83,7 +76,7 @@ def run(config, ctx) -> dict:
             spec = out["log_spec_h"].mean(0)
             at = [float(np.exp(spec[l - 1])) if l <= T else None for l in (10, 50, 100)]
             ref = REFERENCE_SPECTRAL.get(g) if si == 0 else None
-            rows.append(["simple", f"g={g}", scale, fit, pred, fit_f, fit_x, *at,
+            rows.append(["simple", f"g={g}", scale, fit, pred, None, fit_f, fit_x, *at,
                          "/".join(f"{v:.2g}" for v in ref) if ref else ""])
             axes[min(si, 1)].plot(lags, spec / np.log(10), label=f"g={g}")
     for a, scale in zip(axes[:2], config.input_scales):
@@ -98,15 +91,18 @@ def run(config, ctx) -> dict:
             out = _measure(cell, params, xs, config.power_iters)
             fit = float(J.fitted_log_rate(out[f"log_spec_{view}"], config.min_lag))
             fit_f = float(J.fitted_log_rate(out[f"log_frob_{view}"], config.min_lag))
-            pred = float(J.predicted_log_rate_diag(_gate_path(cell, params, xs, out["hs"])))
+            coef = _path_coefficients(cell, params, xs)
+            pred = float(J.predicted_log_rate_gated(coef, config.gated_gain))
+            pred_f = float(J.predicted_log_rate_diag(coef["keep"]))
             fit_x = float(J.fitted_log_rate(out["log_grad_x"], config.min_lag))
-            entry = {"fitted_log_rate": fit, "predicted_log_rate": pred, "fitted_log_rate_frobenius": fit_f,
-                     "fitted_log_rate_grad_x": fit_x}
+            entry = {"fitted_log_rate": fit, "predicted_log_rate": pred, "predicted_log_rate_forget_gate": pred_f,
+                     "fitted_log_rate_frobenius": fit_f, "fitted_log_rate_grad_x": fit_x,
+                     "mean_field_coefficients": {k: float(jnp.mean(v)) for k, v in coef.items()}}
             if cell == "lstm":
                 entry["fitted_log_rate_state"] = float(J.fitted_log_rate(out["log_spec_state"], config.min_lag))
             metrics[mkey][f"forget_bias={fb}"] = entry
             spec = out[f"log_spec_{view}"].mean(0)
-            rows.append([cell, f"forget_bias={fb}", config.gated_input_scale, fit, pred, fit_f, fit_x,
+            rows.append([cell, f"forget_bias={fb}", config.gated_input_scale, fit, pred, pred_f, fit_f, fit_x,
                          *[float(np.exp(spec[l - 1])) if l <= T else None for l in (10, 50, 100)], ""])
             axes[2].plot(lags, spec / np.log(10), ls="-" if cell == "lstm" else "--", label=f"{cell} b_f={fb}")
     axes[2].set(title="LSTM cell path (—) / GRU (--)", xlabel="lag T − t", ylabel="log10 ‖∂·_T/∂·_t‖₂")
@@ -116,8 +112,14 @@ def run(config, ctx) -> dict:
     ctx.report.text(f"d = {d}, T = {T}, batch {B}; one reverse scan per setting (O(T)); rates are per-step "
                     f"slopes of log‖∂s_T/∂s_t‖ over lags ≥ {config.min_lag}. Reference column: spectral norm at "
                     "lag 10/50/100 from rnn_grad/README.md (d = 64, small inputs).")
+    ctx.report.text("Predicted rate, gated cells: mean_t log(⟨f⟩ + g⟨i(1−ĉ²)⟩⟨o(1−tanh² c)⟩) (LSTM) and "
+                    "mean_t log(⟨1−z⟩ + g⟨z(1−ĥ²)⟩⟨r⟩) (GRU), ⟨·⟩ the mean over units: the forget gate and the "
+                    "candidate path U_ĉ (U_ĥ) add in amplitude along Q's eigen-directions with eigenvalue near 1; "
+                    "the input-gate, forget-gate-input, output-gate (LSTM) and update/reset-gate-input (GRU) terms "
+                    "have coefficients odd in a symmetric state and average to 0 (`mean_field_coefficients` in "
+                    "metrics.json). The forget-gate-only column is ½·mean_t log⟨f²⟩ (resp. ⟨(1−z)²⟩).")
     ctx.report.table(["cell", "setting", "input scale", "fitted rate (spec)", "predicted rate",
-                      "fitted (Frob)", "fitted ‖∂L/∂x_t‖", "‖·‖ lag 10", "lag 50", "lag 100", "reference"], rows)
+                      "predicted (forget gate only)", "fitted (Frob)", "fitted ‖∂L/∂x_t‖", "‖·‖ lag 10", "lag 50", "lag 100", "reference"], rows)
     ctx.report.figure(fig, "jacobian_norms", "log10 spectral norm of the long-range Jacobian vs lag")
     metrics["wall_time_s"] = time.time() - t0
     return metrics
