@@ -79,3 +79,14 @@ def test_presets_use_the_demos_split_sizes():
         assert (preset.n_train, preset.n_val) == (50, 50)
     data = make_synthetic("sinusoid", n_train=TINY.n_train, n_val=TINY.n_val, n_test=10)
     assert data["x_train"].shape == (100, 2) and data["x_val"].shape == (100, 2)
+
+
+@pytest.mark.parametrize("preset,field", [
+    (configs.SYNTHETIC_QUICK, "sinusoid_levels"), (configs.SYNTHETIC_QUICK, "gaussian_levels"),
+    (configs.SYNTHETIC_QUICK, "spiral_levels"), (configs.DIGITS_QUICK, "flood_levels"),
+    (configs.DIGITS_QUICK, "iflood_levels"), (configs.CIFAR_QUICK, "flood_levels")])
+@pytest.mark.parametrize("level", [-0.01, float("nan")])
+def test_a_flood_level_below_zero_is_rejected_naming_the_field(preset, field, level):
+    with pytest.raises(ValueError, match=f"config.{field}"):
+        dataclasses.replace(preset, **{field: (0.0, level)})
+    dataclasses.replace(preset, **{field: (0.0,)})  # b = 0 (plain training) is allowed
