@@ -1,4 +1,4 @@
-"""spaces.labelling: the greedy monotone alignment against a direct transcription with rouge-score."""
+"""spaces.labelling: the greedy monotone alignment against a direct transcription of SPACES' recursion."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,8 @@ from spaces.synthetic import synthetic_documents
 
 
 def _reference(texts, summaries, a=0, c=0):
-    """The recursion written directly, scoring with rouge-score (slow); zero-overlap clauses skipped."""
+    """The recursion written directly, scoring every pair with `weighted_rouge` (the SPACES scorer);
+    zero-overlap clauses skipped."""
     if not texts or not summaries:
         return []
     i = int(np.argmax([len(s) for s in summaries]))
@@ -48,13 +49,23 @@ def test_unmatched_clause_gets_no_label():
     assert extract_matching(["甲乙丙"], ["子丑"]) == []
 
 
+def test_scorers_pick_different_clauses():
+    # summary 乙丙丙: SPACES' RL counts the distinct words on the traced LCS over distinct words: 乙丙甲甲
+    # gets {乙, 丙} (P 2/3, R 1, F 0.8), 丙乙丙乙's traced LCS is 丙丙, {丙} (F 0.5): scores 0.594 vs 0.531.
+    # rouge-score's RL is the LCS length 2 for both (F 4/7), and 丙乙丙乙's better R1 wins: 0.503 vs 0.560.
+    src, summ = ["乙丙甲甲", "丙乙丙乙"], ["乙丙丙"]
+    assert extract_matching(src, summ) == [0] and extract_matching(src, summ, "rouge-score") == [1]
+
+
 def test_oracle_score_and_bad_input():
     doc = synthetic_documents(1, seed=5)[0]
     src = document_clauses(doc)
     score = oracle_score(src, doc.summary)
     assert 0.5 < score < 1.0  # extraction alone cannot reach the reworded summary
     with pytest.raises(ValueError, match="source_clauses is empty"):
-        extract_matching([], ["甲"])
+        extract_matching(split_clauses("", None), ["甲"])  # a document with no clauses
+    assert extract_matching(["甲，", "乙。"], ["。"]) == [1]  # a punctuation-only summary clause is text too
+    assert extract_matching(["甲，", "乙。"], ["！"]) == []  # nothing shared: no label
     with pytest.raises(ValueError, match="summary_clauses must be a list"):
         extract_matching(["甲"], "甲乙")
     with pytest.raises(ValueError, match=r"summary_clauses\[1\] must be a non-empty"):
