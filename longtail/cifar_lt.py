@@ -1,13 +1,14 @@
 """`longtail.cifar_lt`: CIFAR-10-LT / CIFAR-100-LT with ResNet-32 (Menon et al. 2021, Sec. 6.2, Table 3).
 
-Data: TFDS `cifar10` / `cifar100` read through `tfds.data_source` (array_record builds; see
-`shared.data.tfds_source`), the training split subsampled to n_i = ⌊n_max ρ^{−i/(L−1)}⌋ with ρ = 100
-(12,406 images for CIFAR-10-LT, 10,847 for CIFAR-100-LT), the test split balanced.
-Recipe: ResNet-32 (`shared.models.cifar_resnet`), SGD momentum 0.9, batch 128, weight decay 1e-4,
-lr 0.1 with linear warm-up over 5 epochs and ×0.1 at epochs 160 and 180, 200 epochs; pad-4 crop +
-flip on device (`shared.augment`). Each method of `config.methods` is a separate, resumable run
-through the harness (`shared.train.build_train_step`, `shared.loop.fit`); post-hoc adjustment
-re-scores the ERM model with τ = 1 and with τ tuned on `holdout_fraction` of the test set; every
+Data: CIFAR-10 / CIFAR-100 from the python release or a TFDS build (`shared.cifar_files`), the
+training split subsampled to n_i = ⌊n_max ρ^{−i/(L−1)}⌋ with ρ = 100 (12,406 images for CIFAR-10-LT,
+10,847 for CIFAR-100-LT) with `config.subsample_seed`, the test split balanced.
+Recipe (`longtail.configs.CifarLTConfig`, after google-research `logit_adjustment/`): the official
+ResNet-32 (`shared.models.la_resnet32`), SGD momentum 0.9 Nesterov, batch 128, Keras l2(1e-4) on conv
+and dense weights (2e-4·w on the gradient), lr 0.1 warmed up from 0 over 20 epochs and ×0.1 at
+epochs 604 / 926 / 1128 of 1241 (CIFAR-10-LT); inputs x/255 − 0.5, pad-4 crop + flip on device
+(`shared.augment`). Each method of `config.methods` is a separate, resumable run through
+`shared.trainer`; post-hoc adjustment re-scores the ERM model with τ = 1 and with τ tuned on `holdout_fraction` of the test set; every
 method is reported on the remaining test examples.
 """
 
@@ -25,11 +26,11 @@ from flax import nnx
 from longtail import metrics
 from longtail.configs import CifarLTConfig
 from longtail.methods import make_loss
-from shared import data, train
+from shared import cifar_files, data, train
 from shared.augment import random_crop_flip
-from shared.loop import fit
 from shared.losses import posthoc_logit_adjustment
-from shared.models import cifar_resnet
+from shared.models import cifar_resnet, la_resnet32
+from shared.trainer import Loop, Trainer
 
 MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
 STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
@@ -47,81 +48,126 @@ def _mock_context(config: CifarLTConfig):
 
 
 def load_split(config: CifarLTConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """All of a TFDS split in memory: images uint8 [N, 32, 32, 3], labels int32 [N] (CIFAR is 180 MB)."""
+    """All of a split in memory (python release or TFDS): images uint8 [N, 32, 32, 3], labels int32 [N]."""
     with _mock_context(config):
-        source = data.tfds_source(config.dataset, split, data_dir=config.data_dir or None)
-        examples = [data.drop_non_array_fields(source[i]) for i in range(len(source))]
-    images = np.stack([e["image"] for e in examples]).astype(np.uint8)
-    labels = np.asarray([e["label"] for e in examples], np.int32)
+        images, labels = cifar_files.load_split(config.dataset, split, config.data_dir)
     metrics.check_labels(labels, config.num_classes)
     return images, labels
 
 
 def long_tailed_train(config: CifarLTConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The long-tailed training set: images [N, 32, 32, 3] uint8, labels [N], class counts [K]."""
+    """The long-tailed training set: images [N, 32, 32, 3] uint8, labels [N], class counts [K].
+
+    Class i keeps n_i = ⌊n_max ρ^{−i/(K−1)}⌋ images (n_max: the smallest class of the full split),
+    chosen uniformly without replacement with `config.subsample_seed` (`shared.data.long_tail_subsample`).
+    Raises ValueError naming `config.rho` when it leaves a class with no image (ρ > n_max).
+    """
     images, labels = load_split(config, "train")
-    keep = data.long_tail_subsample(labels, config.rho, seed=config.seed)
+    n_max = int(np.bincount(labels, minlength=config.num_classes).min())
+    wanted = data.long_tail_counts(n_max, config.num_classes, config.rho)
+    if wanted.min() == 0:
+        empty = int(np.argmin(wanted))
+        raise ValueError(f"config.rho={config.rho:g} leaves class {empty} with no training image "
+                         f"(n_i = floor({n_max} * rho^(-i/{config.num_classes - 1})) = 0); rho must be <= {n_max}")
+    keep = data.long_tail_subsample(labels, config.rho, seed=config.subsample_seed)
     counts = np.bincount(labels[keep], minlength=config.num_classes)
     return images[keep], labels[keep], counts
 
 
-def normalise(images: jax.Array) -> jax.Array:
-    """uint8 [B, 32, 32, 3] -> float32 standardised per channel."""
+def normalise(images: jax.Array, scaling: str) -> jax.Array:
+    """uint8 [B, 32, 32, 3] -> float32: "centre" x/255 − 0.5 (official code), "standardise" (x/255 − μ_c)/σ_c."""
     x = images.astype(jnp.float32) / 255.0
-    return (x - MEAN[None, None, None, :]) / STD[None, None, None, :]
+    if scaling == "centre":
+        return x - 0.5
+    if scaling == "standardise":
+        return (x - MEAN[None, None, None, :]) / STD[None, None, None, :]
+    raise ValueError(f"config.input_scaling must be 'centre' or 'standardise', got {scaling!r}")
+
+
+def make_model(config: CifarLTConfig) -> nnx.Module:
+    """`config.model`: "la_resnet32" (the official code's ResNet-32) or "he_resnet" (He et al., `config.depth`)."""
+    rngs = nnx.Rngs(config.seed)
+    if config.model == "la_resnet32":
+        return la_resnet32(config.num_classes, rngs=rngs)
+    return cifar_resnet(config.depth, config.num_classes, rngs=rngs)
 
 
 def learning_rate_schedule(config: CifarLTConfig, steps_per_epoch: int) -> optax.Schedule:
-    """Linear warm-up to `learning_rate` over `warmup_epochs`, then ×`decay_factor` at each of `decay_epochs`."""
-    boundaries = {int(e * steps_per_epoch): config.decay_factor for e in config.decay_epochs}
-    decay = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
-    warmup_steps = config.warmup_epochs * steps_per_epoch
-    if warmup_steps == 0:
-        return decay
-    warmup = optax.linear_schedule(config.learning_rate / warmup_steps, config.learning_rate, warmup_steps)
-    return lambda step: jnp.where(step < warmup_steps, warmup(step), decay(step))
+    """lr(step) of the official `LearningRateSchedule`, with epoch e = step / steps_per_epoch (a float).
+
+    lr = η·e/W for e < W (linear from 0; W = `warmup_epochs`), else η·d^k with k = #{decay epochs ≤ e}
+    (d = `decay_factor`): the new rate starts at the first step of a decay epoch.
+    """
+    decay_epochs = jnp.asarray(config.decay_epochs, jnp.float32)  # [D]
+
+    def schedule(step):
+        epoch = jnp.asarray(step, jnp.float32) / steps_per_epoch
+        decayed = config.learning_rate * config.decay_factor ** jnp.sum(epoch >= decay_epochs)
+        if config.warmup_epochs == 0:
+            return decayed
+        return jnp.where(epoch < config.warmup_epochs, config.learning_rate * epoch / config.warmup_epochs, decayed)
+
+    return schedule
+
+
+def decay_mask(params):
+    """True for every leaf but the parameters of normalisation layers (a node holding a `scale`).
+
+    In `la_resnet32` that decays the conv kernels and the dense kernel and bias, as Keras `l2` does there.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+
+    def module_and_name(path):
+        keys = [getattr(k, "key", getattr(k, "name", getattr(k, "idx", None))) for k in path]
+        while keys and keys[-1] == "value":  # an nnx Variable flattens to its `.value`
+            keys.pop()
+        return tuple(keys[:-1]), keys[-1]
+
+    named = [module_and_name(path) for path, _ in leaves]
+    norm_layers = {module for module, name in named if name == "scale"}
+    return jax.tree_util.tree_unflatten(treedef, [module not in norm_layers for module, _ in named])
 
 
 def optimizer(config: CifarLTConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """SGD with momentum and L2 weight decay (added to the gradient, as in the paper's recipe)."""
-    return optax.chain(optax.add_decayed_weights(config.weight_decay),
-                       optax.sgd(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum))
+    """g + `weight_decay`·w (L2 added to the gradient; all leaves, or all but BatchNorm's with
+    `weight_decay_batchnorm=False`), then SGD with momentum (Nesterov if `config.nesterov`)."""
+    mask = None if config.weight_decay_batchnorm else decay_mask
+    return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=mask),
+                       optax.sgd(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum,
+                                 nesterov=config.nesterov))
 
 
 def num_steps(config: CifarLTConfig, num_train: int) -> tuple[int, int]:
-    """(steps per epoch, total steps) for `num_train` long-tailed training images."""
+    """(steps per epoch, total steps) for `num_train` long-tailed training images (⌊N / batch⌋ per epoch)."""
     per_epoch = max(1, num_train // config.batch_size)
     total = config.epochs * per_epoch
     return per_epoch, (min(total, config.max_steps) if config.max_steps > 0 else total)
 
 
-def build(config: CifarLTConfig, method: str, counts: np.ndarray, steps_per_epoch: int, mesh):
-    """(graphdef, placed state, jitted train step) for one method."""
-    model = cifar_resnet(config.depth, config.num_classes, rngs=nnx.Rngs(config.seed))
-    tx = optimizer(config, steps_per_epoch)
-    graphdef, state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed))
+def build(config: CifarLTConfig, method: str, counts: np.ndarray, steps_per_epoch: int, mesh=None) -> Trainer:
+    """The trainer of one method: `make_model(config)`, `optimizer(...)`, the method's loss on
+    augmented images (`shared.augment.random_crop_flip`, on device from the step key)."""
     loss_of = make_loss(method, counts, tau=config.tau, ldam_scale=config.ldam_scale)
 
     def objective(model, batch, rng):
         model.train()
-        images = random_crop_flip(rng, normalise(batch["image"]))
+        images = random_crop_flip(rng, normalise(batch["image"], config.input_scaling))
         logits = model(images)  # [B, K]
         per_example = loss_of(logits, batch["label"])  # [B]
         return per_example.mean(), {"accuracy": jnp.mean(logits.argmax(-1) == batch["label"])}
 
-    step = train.build_train_step(train.nnx_loss(graphdef, objective), tx, mesh, state)
-    state = jax.device_put(state, train.state_sharding(state, mesh))
-    return graphdef, state, step
+    return Trainer(make_model(config), optimizer(config, steps_per_epoch), objective, seed=config.seed, mesh=mesh,
+                   learning_rate=learning_rate_schedule(config, steps_per_epoch))
 
 
-def predict(graphdef, state, images: np.ndarray, batch_size: int) -> np.ndarray:
+def predict(graphdef, state, images: np.ndarray, batch_size: int, scaling: str) -> np.ndarray:
     """Test logits [N, K] of the model in eval mode (batches padded to `batch_size`)."""
 
     @jax.jit
     def forward(params, model_state, x):
         model = nnx.merge(graphdef, params, model_state)
         model.eval()
-        return model(normalise(x))
+        return model(normalise(x, scaling))
 
     return train.map_fixed_batches(lambda x: forward(state.params, state.model_state, x), (images,), batch_size)
 
@@ -130,25 +176,20 @@ def run(config: CifarLTConfig, ctx) -> dict:
     """Trains every method, evaluates balanced / per-class / group errors, compares with Table 3."""
     x_train, y_train, counts = long_tailed_train(config)
     x_test, y_test = load_split(config, "test")
-    mesh = train.make_mesh()
     per_epoch, total = num_steps(config, len(y_train))
-    dataset = data.make_dataset(data.ArraySource({"image": x_train, "label": y_train}),
-                                batch_size=config.batch_size, seed=config.seed)
+    source = data.ArraySource({"image": x_train, "label": y_train})
+    loop = Loop(num_steps=total, batch_size=config.batch_size, seed=config.seed, log_every=config.log_every,
+                checkpoint_every=config.checkpoint_every)
     held, rest = metrics.holdout_split(y_test, config.holdout_fraction, seed=config.seed)
     prior = jnp.asarray(counts / counts.sum(), jnp.float32)
     groups = metrics.class_groups(counts)
     logits, seconds = {}, {}
     for method in config.methods:
-        graphdef, state, step = build(config, method, counts, per_epoch, mesh)
-        checkpointer = train.Checkpointer(ctx.checkpoint_dir / method, keep=2)
+        trainer = build(config, method, counts, per_epoch)
         start = time.perf_counter()
-        state, history = fit(state=state, train_step=step, dataset=dataset, mesh=mesh, num_steps=total,
-                             checkpointer=checkpointer, checkpoint_every=config.checkpoint_every,
-                             resume=ctx.resume, log_every=config.log_every, config=config, ctx=ctx,
-                             desc=f"cifar_lt/{method}")
-        checkpointer.close()
+        state, _ = trainer.fit(source, loop, ctx=ctx, name=method, config=config, desc=f"cifar_lt/{method}")
         seconds[method] = time.perf_counter() - start
-        logits[method] = predict(graphdef, state, x_test, config.eval_batch_size)
+        logits[method] = predict(trainer.graphdef, state, x_test, config.eval_batch_size, config.input_scaling)
     tau, tau_errors = metrics.tune_posthoc_tau(logits["erm"][held], y_test[held], prior)
     logits["posthoc"] = np.asarray(posthoc_logit_adjustment(logits["erm"], prior, config.tau))
     logits["posthoc_tuned"] = np.asarray(posthoc_logit_adjustment(logits["erm"], prior, tau))
@@ -162,7 +203,7 @@ def run(config: CifarLTConfig, ctx) -> dict:
 
     published = PUBLISHED[config.dataset]
     ctx.report.text(
-        f"{config.dataset.upper()}-LT, ρ = {config.rho:g} ({len(y_train)} training images), ResNet-{config.depth}, "
+        f"{config.dataset.upper()}-LT, ρ = {config.rho:g} ({len(y_train)} training images), {config.model}, "
         f"SGD {config.learning_rate} (momentum {config.momentum}, wd {config.weight_decay}), batch "
         f"{config.batch_size}, {total} steps ({per_epoch}/epoch). Post-hoc τ tuned on "
         f"{len(held)} test images: τ = {tau}; errors on the other {len(rest)}."
@@ -174,5 +215,5 @@ def run(config: CifarLTConfig, ctx) -> dict:
     return result
 
 
-__all__ = ["PUBLISHED", "load_split", "long_tailed_train", "normalise", "learning_rate_schedule", "optimizer",
-           "num_steps", "build", "predict", "run"]
+__all__ = ["PUBLISHED", "load_split", "long_tailed_train", "normalise", "make_model", "learning_rate_schedule",
+           "decay_mask", "optimizer", "num_steps", "build", "predict", "run"]

@@ -7,7 +7,8 @@ whose characters occur in the data (plus specials and "[unused1]", the `**` alia
 embeddings and the MLM bias (the baseline's `keep_tokens`).  `size="tiny"` trains the `tiny` UniLM from
 scratch with the checkpoint's vocab.txt (a smoke test of the pipeline).  Tokeniser: WordPiece from the
 (possibly simplified) vocabulary.  Adam (learning rate 2e-5 in the post), bf16 compute option, the best
-epoch on valid (greedy answer accuracy) is kept and decoded with beam 1/2/3.
+epoch on valid (greedy answer accuracy) is kept and decoded with beam 1/2/3. Training runs through
+`shared.trainer` as one run over all epochs, with the best epoch's checkpoint kept beside the newest.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import functools
 import pathlib
 import time
 
-import jax
 import optax
 
 from mwp.data import load_ape210k
@@ -88,36 +88,33 @@ def build_model(config, splits: dict, vocab_dir: str | pathlib.Path):
 
 def run_ape210k(config, ctx) -> dict:
     """Fine-tunes on train, keeps the best epoch on valid (beam 1), reports beam 1/2/3 valid/test."""
-    from shared import data, train, unilm
-    from shared.loop import fit
+    from shared import data, unilm
+    from shared.trainer import Loop, Trainer
 
     t0 = time.perf_counter()
     splits, summaries = load_splits(config)
     model, tok, init = build_model(config, splits, pathlib.Path(ctx.out_dir) / "vocab")
     arrays = encode(splits["train"], tok, config.max_source, config.max_target)
     steps_per_epoch = max(len(splits["train"]) // config.batch_size, 1)
-    tx = optax.adam(config.learning_rate)
-    mesh = train.make_mesh()
-    graphdef, state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed))
-    train_step = train.build_train_step(train.nnx_loss(graphdef, unilm.seq2seq_loss), tx, mesh, state)
-    state = jax.device_put(state, train.state_sharding(state, mesh))
-    dataset = data.make_dataset(data.ArraySource(arrays), batch_size=config.batch_size, seed=config.seed)
-    checkpointer = train.Checkpointer(ctx.checkpoint_dir, keep=2)
+    trainer = Trainer(model, optax.adam(config.learning_rate), unilm.seq2seq_loss, seed=config.seed,
+                      learning_rate=config.learning_rate)
+    graphdef = trainer.graphdef
     greedy = make_decoder(graphdef, 1, config.max_target + 1, tok.sep_id)
-    best, best_epoch, best_state, history = -1.0, 0, state, []
-    for epoch in range(1, config.epochs + 1):
-        state, h = fit(state=state, train_step=train_step, dataset=dataset, mesh=mesh,
-                       num_steps=epoch * steps_per_epoch, checkpointer=checkpointer,
-                       checkpoint_every=config.checkpoint_every, resume=ctx.resume, log_every=config.log_every,
-                       config=config, ctx=ctx, desc=f"ape210k_epoch{epoch}")
-        acc, _ = answer_accuracy(functools.partial(greedy, state.params, state.model_state), splits["valid"], tok,
-                                 config.max_source, config.eval_batch_size)
-        history.append({"epoch": epoch, "valid_beam1": acc, "loss": h[-1]["loss"] if h else None})
-        ctx.log_scalars(epoch, {"valid_beam1": acc}, prefix="ape210k/")
-        if acc > best:
-            best, best_epoch, best_state = acc, epoch, jax.device_get(state)
-    checkpointer.close()
-    best_state = jax.device_put(best_state, train.state_sharding(best_state, mesh))  # as in training: no recompile
+
+    def valid_accuracy(state) -> dict[str, float]:
+        fn = functools.partial(greedy, state.params, state.model_state)
+        return {"valid_beam1": answer_accuracy(fn, splits["valid"], tok, config.max_source, config.eval_batch_size)[0]}
+
+    # one run over every epoch (the data position follows from the step), evaluated at each epoch's end;
+    # the best epoch's checkpoint is kept beside the newest, so it survives an interruption
+    loop = Loop(num_steps=config.epochs * steps_per_epoch, batch_size=config.batch_size, seed=config.seed,
+                log_every=min(config.log_every, steps_per_epoch), checkpoint_every=config.checkpoint_every,
+                eval_every=steps_per_epoch, best_metric="valid_beam1")
+    _, history = trainer.fit(data.ArraySource(arrays), loop, ctx=ctx, evaluate=valid_accuracy, config=config,
+                             desc="ape210k")
+    best_state, best_epoch = trainer.best_state, trainer.best_step // steps_per_epoch
+    epochs = [{"epoch": h["step"] // steps_per_epoch, "valid_beam1": h["eval_valid_beam1"], "loss": h.get("loss")}
+              for h in history if "eval_valid_beam1" in h]
 
     results, rows = {}, []
     for beam in config.beams:
@@ -138,5 +135,5 @@ def run_ape210k(config, ctx) -> dict:
                     + (", simplified from the checkpoint's" if init["kept_token_ids"] is not None else "")
                     + (f"; left at random init: {init['missing']}" if init["missing"] else "") + ").")
     init_info = {k: v for k, v in init.items() if k != "kept_token_ids"}
-    return {**results, "best_epoch": best_epoch, "init": init_info, "history": history, "data": summaries,
+    return {**results, "best_epoch": best_epoch, "init": init_info, "history": epochs, "data": summaries,
             "wall_time_s": time.perf_counter() - t0, "steps_per_epoch": steps_per_epoch}

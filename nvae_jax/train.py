@@ -11,9 +11,9 @@ parameters. Reference: Vahdat & Kautz 2020, arXiv 2007.03898.
 β is a pure function of the step counter: the jitted step computes β(state.step) and hands it to the
 loss as `batch["beta"]` (a scalar made inside the step), so a resumed run sees exactly the β schedule
 of an uninterrupted one. Binarised MNIST is dynamically binarised inside the step (Bernoulli draw
-from the step key). Training runs on the shared loop (`shared.loop.fit`): data-parallel mesh,
+from the step key). Training runs on `shared.trainer`: data-parallel mesh, data indexed by step,
 checkpoints of the whole `TrainState` (params, Adamax state, BN statistics and the persistent
-power-iteration vectors in `model_state`) plus the grain iterator state; exact resume.
+power-iteration vectors in `model_state`); exact resume.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ from nvae_jax.layers import WNConv, power_iteration, warm_start_spectral
 from nvae_jax.model import NVAE
 from shared import hvae
 from shared import train as harness
+from shared.data import ArraySource
+from shared.trainer import Loop, Trainer
 
-__all__ = ["bn_penalty", "padded_buckets", "spectral_penalty", "make_optimizer", "nvae_loss", "build", "make_data",
+__all__ = ["bn_penalty", "padded_buckets", "spectral_penalty", "make_optimizer", "nvae_loss", "make_trainer", "build",
            "fit", "iw_nll", "nats_to_bpd"]
 
 
@@ -152,37 +154,35 @@ def nvae_loss(model: NVAE, batch: dict[str, jax.Array], rng: jax.Array) -> tuple
                   "spectral": spec, "bn": bn, "beta": beta}
 
 
-def build(cfg: Config, total_steps: int, mesh=None):
-    """(graphdef, state placed on the mesh, jitted step) for `total_steps` steps; batches are {"image"}.
+def make_trainer(cfg: Config, total_steps: int, mesh=None) -> Trainer:
+    """The `shared.trainer.Trainer` of `cfg` for a run of `total_steps` steps; batches are {"image"}.
 
     The step is `shared.train.make_step` of `nvae_loss`, wrapped to put β(state.step) into the batch,
-    jitted with the harness's shardings (`mesh` defaults to all devices) and, on CPU,
+    jitted with the trainer's shardings (`mesh` defaults to all devices) and, on CPU,
     `shared.train.cpu_compiler_options()` (XLA:CPU's elemental emitters: a third of the compile memory).
     """
     if total_steps < 1:
-        raise ValueError(f"build: total_steps must be >= 1, got {total_steps}")
-    mesh = harness.make_mesh() if mesh is None else mesh
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     model = NVAE(cfg, rngs=nnx.Rngs(cfg.seed))
     warm_start_spectral(model, 40)  # NVAE's long first power-iteration estimate
     warm = max(1, int(round(total_steps * cfg.warmup_epochs / max(cfg.epochs, 1))))
-    tx = make_optimizer(cfg, total_steps, warm)
-    graphdef, state = harness.create_train_state(model, tx, jax.random.PRNGKey(cfg.seed))
-    inner = harness.make_step(harness.nnx_loss(graphdef, nvae_loss), tx)
 
-    def step(state, batch):
-        beta = hvae.kl_warmup_coeff(state.step, total_steps, cfg.kl_anneal_portion, cfg.kl_min_coeff)
-        return inner(state, {**batch, "beta": beta})
+    def with_beta(step):
+        def beta_step(state, batch):
+            beta = hvae.kl_warmup_coeff(state.step, total_steps, cfg.kl_anneal_portion, cfg.kl_min_coeff)
+            return step(state, {**batch, "beta": beta})
 
-    jitted = harness.jit_train_step(step, mesh, state, compiler_options=harness.cpu_compiler_options())
-    return graphdef, jax.device_put(state, harness.state_sharding(state, mesh)), jitted
+        return beta_step
+
+    return Trainer(model, make_optimizer(cfg, total_steps, warm), nvae_loss, seed=cfg.seed, mesh=mesh,
+                   wrap_step=with_beta, compiler_options=harness.cpu_compiler_options())
 
 
-def make_data(cfg: Config, images: np.ndarray, transform=None):
-    """A shuffled, repeated, batched grain dataset of {"image"} from images [N, H, W, C] (or raw source)."""
-    from shared.data import ArraySource, make_dataset
-
-    source = ArraySource({"image": images}) if isinstance(images, np.ndarray) else images
-    return make_dataset(source, batch_size=cfg.batch_size, seed=cfg.seed, transform=transform)
+def build(cfg: Config, total_steps: int, mesh=None):
+    """(graphdef, state placed on the mesh, jitted step) of `make_trainer(cfg, total_steps, mesh)`,
+    for driving the step by hand (benchmarks, tests)."""
+    trainer = make_trainer(cfg, total_steps, mesh)
+    return trainer.graphdef, trainer.state, trainer.train_step
 
 
 def fit(cfg: Config, images, steps: int, *, ctx=None, checkpoint_dir: str | pathlib.Path | None = None,
@@ -190,19 +190,17 @@ def fit(cfg: Config, images, steps: int, *, ctx=None, checkpoint_dir: str | path
         transform=None, mesh=None):
     """Train `steps` steps on images [N,H,W,C] in [0, 1] (or a random-access source + `transform`).
 
-    Runs `shared.loop.fit` (checkpoints under `checkpoint_dir` every `checkpoint_every` steps and at
-    the end; `resume` continues from the newest one exactly). Returns (graphdef, state, history) with
-    history a list of {"step", "nelbo", "loss", ...} window means.
+    Runs `shared.trainer.Trainer.fit` (checkpoints under `checkpoint_dir` every `checkpoint_every`
+    steps and at the end; `resume` continues from the newest one exactly). Returns (graphdef, state,
+    history) with history a list of {"step", "nelbo", "loss", ...} window means.
     """
-    from shared.loop import fit as loop_fit
-
-    mesh = harness.make_mesh() if mesh is None else mesh
-    graphdef, state, step_fn = build(cfg, steps, mesh)
-    ckpt = harness.Checkpointer(checkpoint_dir, keep=2) if checkpoint_dir is not None else None
-    state, hist = loop_fit(state=state, train_step=step_fn, dataset=make_data(cfg, images, transform),
-                           mesh=mesh, num_steps=steps, checkpointer=ckpt, checkpoint_every=checkpoint_every,
-                           resume=resume, log_every=log_every, config=cfg, ctx=ctx, desc=desc)
-    return graphdef, state, hist
+    trainer = make_trainer(cfg, steps, mesh)
+    source = ArraySource({"image": images}) if isinstance(images, np.ndarray) else images
+    loop = Loop(num_steps=steps, batch_size=cfg.batch_size, seed=cfg.seed, log_every=log_every,
+                checkpoint_every=checkpoint_every)
+    state, history = trainer.fit(source, loop, ctx=ctx, checkpoint_dir=checkpoint_dir, resume=resume,
+                                 transform=transform, config=cfg, desc=desc)
+    return trainer.graphdef, state, history
 
 
 def iw_nll(graphdef, state, x: jax.Array, key: jax.Array, k: int, chunk: int = 10) -> jax.Array:

@@ -1,11 +1,13 @@
-"""Orbax checkpointing of the train state, the data-iterator state and the resolved config.
+"""Orbax checkpointing of the train state, the loop's host state and the resolved config.
 
 A checkpoint is an Orbax `Composite` of `state` (the `TrainState` pytree, saved sharded and restored
-onto the current mesh's shardings), `data` (the grain iterator's `get_state()` dict) and `config`
-(the resolved config as JSON). Saving is asynchronous and atomic: Orbax writes into a temporary
-directory and renames it when complete, so a step directory is never visible half-written; the
-newest `keep` steps are kept. `restore` tries the steps newest first and skips (and reports, by
-path) any that cannot be read, e.g. a truncated file after a crash.
+onto the current mesh's shardings), `data` (JSON host state: the logged history) and `config` (the
+resolved config as JSON). Saving is asynchronous and atomic: Orbax writes into a temporary directory
+and renames it when complete, so a step directory is never visible half-written. Kept: the newest
+`keep` steps, and with `best_metric` also the step whose saved metrics were best (Orbax preservation
+policies), so "the best epoch on valid" survives an interruption. `restore` tries the steps newest
+first (or the one asked for) and skips (and reports, by path) any that cannot be read, e.g. a
+truncated file after a crash.
 """
 
 from __future__ import annotations
@@ -17,15 +19,27 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
 
 from shared.report import to_jsonable
 
 log = logging.getLogger(__name__)
 
 
+class _DropUnscoredSaveWarning(logging.Filter):
+    """Orbax warns on every save without metrics when a best metric is tracked; here most saves
+    (periodic, SIGTERM) are unscored by design, so the warning carries no information."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_DropUnscoredSaveWarning())
+
+
 @dataclasses.dataclass
 class Restored:
-    """What `Checkpointer.restore` found: the step, the state, and the data-iterator state (or None)."""
+    """What `Checkpointer.restore` found: the step, the state, and the loop's JSON host state (or None)."""
 
     step: int
     state: Any
@@ -42,47 +56,93 @@ class Checkpointer:
 
     Example:
         >>> ckpt = Checkpointer(run_dir / "checkpoints", keep=3)
-        >>> ckpt.save(step, state, data_state=iterator.get_state(), config=config)
+        >>> ckpt.save(step, state, data_state={"history": history}, config=config)
         >>> restored = ckpt.restore(abstract_like(state, shardings))   # None when there is none
         >>> ckpt.close()
     """
 
-    def __init__(self, directory: pathlib.Path | str, keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: pathlib.Path | str, keep: int = 3, async_save: bool = True,
+                 best_metric: str | None = None, best_mode: str = "max"):
+        """Args:
+          directory: where the step directories go (created; one directory shared by all processes).
+          keep: how many of the newest steps to keep (>= 1).
+          best_metric, best_mode: also keep the step whose `save(metrics=...)[best_metric]` is the
+            largest ("max") or smallest ("min"); steps saved without metrics are never "best".
+        """
+        if keep < 1:
+            raise ValueError(f"Checkpointer: keep must be >= 1, got {keep}")
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"Checkpointer: best_mode must be 'max' or 'min', got {best_mode!r}")
         self.directory = pathlib.Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=async_save)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self.best_metric = best_metric
+        policies = [checkpoint_managers.LatestN(keep)]
+        best = {}
+        if best_metric is not None:
+            def metric(metrics: dict) -> float:
+                return float(metrics[best_metric])
+
+            policies.append(checkpoint_managers.BestN(get_metric_fn=metric, reverse=best_mode == "min", n=1,
+                                                      keep_checkpoints_without_metrics=False))
+            best = {"best_fn": metric, "best_mode": best_mode}  # best_fn makes Orbax write and read metrics
+        options = ocp.CheckpointManagerOptions(
+            create=True, enable_async_checkpointing=async_save,
+            preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies), **best)
+        try:
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        except OSError as error:
+            raise PermissionError(f"cannot write checkpoints to {self.directory}: {error}") from error
 
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
+    def best_step(self) -> int | None:
+        """The kept step with the best saved metric (None without `best_metric` or such a step)."""
+        if self.best_metric is None:
+            return None
+        self._manager.wait_until_finished()
+        scored = [s for s in self._manager.all_steps() if self._manager.metrics(s) is not None]
+        return self._manager.best_step() if scored else None
+
     def save(self, step: int, state: Any, data_state: dict | None = None, config: Any = None,
-             force: bool = True) -> None:
+             force: bool = True, metrics: dict[str, float] | None = None) -> None:
+        """Saves `step` (asynchronously); `metrics` (JSON floats) rank it for `best_metric`."""
         items = {"state": ocp.args.StandardSave(state)}
         if data_state is not None:
             items["data"] = ocp.args.JsonSave(to_jsonable(data_state))
         if config is not None:
             items["config"] = ocp.args.JsonSave(to_jsonable(config))
-        self._manager.save(int(step), args=ocp.args.Composite(**items), force=force)
+        if metrics is not None and self.best_metric is not None and self.best_metric not in metrics:
+            raise KeyError(f"Checkpointer.save: metrics {sorted(metrics)} lack the best_metric {self.best_metric!r}")
+        self._manager.save(int(step), args=ocp.args.Composite(**items), force=force,
+                           metrics=to_jsonable(metrics) if metrics is not None and self.best_metric else None)
 
-    def restore(self, abstract_state: Any) -> Restored | None:
-        """Restores the newest readable checkpoint onto `abstract_state`'s shardings, or None."""
+    def restore(self, abstract_state: Any, step: int | None = None) -> Restored | None:
+        """Restores onto `abstract_state`'s shardings the given `step`, else the newest readable
+        checkpoint; None when there is none. A `step` that is not kept raises `FileNotFoundError`."""
         self._manager.wait_until_finished()
         self._manager.reload()
-        for step in sorted(self._manager.all_steps(), reverse=True):
-            path = self.directory / str(step)
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        if step is not None:
+            if step not in steps:
+                raise FileNotFoundError(f"no checkpoint of step {step} under {self.directory}; kept: {sorted(steps)}")
+            return self._restore_step(step, abstract_state)  # asked for by name: an error is the answer
+        for candidate in steps:
             try:
-                items = {"state": ocp.args.StandardRestore(abstract_state)}
-                has_data = (path / "data").exists()
-                if has_data:
-                    items["data"] = ocp.args.JsonRestore()
-                restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-                return Restored(step, restored["state"], restored["data"] if has_data else None)
+                return self._restore_step(candidate, abstract_state)
             except Exception as error:  # a damaged checkpoint must not end the run: try an older one
-                message = f"checkpoint {path} is unreadable ({type(error).__name__}: {error}); trying an older step"
+                message = (f"checkpoint {self.directory / str(candidate)} is unreadable "
+                           f"({type(error).__name__}: {error}); trying an older step")
                 log.warning(message)
                 print(f"[kexue] {message}", flush=True)
         return None
+
+    def _restore_step(self, step: int, abstract_state: Any) -> Restored:
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        has_data = (self.directory / str(step) / "data").exists()
+        if has_data:
+            items["data"] = ocp.args.JsonRestore()
+        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        return Restored(step, restored["state"], restored["data"] if has_data else None)
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

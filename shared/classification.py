@@ -12,9 +12,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from shared import data, train
-from shared.loop import fit
+from shared import data
 from shared.models import ResNet18, cifar_resnet
+from shared.trainer import Loop, Trainer
 
 __all__ = ["make_resnet", "unit_images", "classification_sums", "load_arrays", "tfds_train_val_test",
            "train_and_evaluate"]
@@ -64,27 +64,19 @@ def tfds_train_val_test(dataset: str, val_size: int, data_dir: str = ""):
 
 def train_and_evaluate(model: nnx.Module, tx: optax.GradientTransformation, loss: Callable, *, config, ctx,
                        train_source, eval_sets: dict, num_steps: int, name: str) -> dict:
-    """Trains `model` with `loss(model, batch, rng) -> (scalar, metrics)` on the data-parallel mesh
+    """Trains `model` with `loss(model, batch, rng) -> (scalar, metrics)` through `shared.trainer`
     (checkpointed under `ctx.checkpoint_dir / name`, resumable), then evaluates on every set.
 
     `config` needs `seed`, `batch_size`, `eval_batch_size`, `checkpoint_every`; images are uint8 and
     scaled to [0, 1] for evaluation. Returns {"<set>_accuracy", "<set>_loss"} for each evaluation set.
     """
-    mesh = train.make_mesh()
-    graphdef, state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed))
-    train_step = train.build_train_step(train.nnx_loss(graphdef, loss), tx, mesh, state)
-    sums = lambda m, b: classification_sums(m, b, unit_images)  # noqa: E731
-    eval_step = train.build_eval_step(train.nnx_metrics(graphdef, sums), mesh, state)
-    state = jax.device_put(state, train.state_sharding(state, mesh))
-    dataset = data.make_dataset(train_source, batch_size=config.batch_size, seed=config.seed)
-    checkpointer = train.Checkpointer(ctx.checkpoint_dir / name, keep=2)
-    state, _ = fit(state=state, train_step=train_step, dataset=dataset, mesh=mesh, num_steps=num_steps,
-                   checkpointer=checkpointer, checkpoint_every=config.checkpoint_every, resume=ctx.resume,
-                   log_every=min(100, num_steps), config=config, ctx=ctx, desc=name)
-    checkpointer.close()
+    trainer = Trainer(model, tx, loss, seed=config.seed,
+                      eval_metrics=lambda m, b: classification_sums(m, b, unit_images))
+    loop = Loop(num_steps=num_steps, batch_size=config.batch_size, seed=config.seed, log_every=min(100, num_steps),
+                checkpoint_every=config.checkpoint_every)
+    trainer.fit(train_source, loop, ctx=ctx, name=name, config=config)
     out = {}
     for split, arrays in eval_sets.items():
-        res = train.evaluate(eval_step, state, data.batches_of(arrays, config.eval_batch_size), mesh,
-                             config.eval_batch_size)
+        res = trainer.evaluate(arrays, config.eval_batch_size)
         out[f"{split}_accuracy"], out[f"{split}_loss"] = res["accuracy"], res["loss"]
     return out

@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import io
 import itertools
 import json
 import os
 import pathlib
 import shutil
+import socket
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
+import numpy as np
+
 from shared import compilation_cache, host_malloc
-from shared.experiment import Experiment, RunContext
-from shared.report import Report, markdown_table, write_index
+from shared.experiment import Experiment, Preempted, RunContext
+from shared.report import Report, markdown_table, to_jsonable, write_index
 
 PACKAGES = ("shared", "nvae_jax", "longtail", "flooding", "weissi", "rnn_grad", "mwp", "spaces")
 
@@ -125,19 +130,104 @@ def apply_overrides(config: Any, args: Sequence[str]) -> Any:
 
 
 # ------------------------------------------------------------------------------------- running
-def run_experiment(experiment: Experiment, config: Any, out_dir: pathlib.Path, *, resume: bool = False,
-                   preset: str = "quick") -> tuple[dict, float]:
-    """Runs one experiment into `out_dir`; returns its metrics and wall time in seconds."""
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a job ended by SIGTERM
+# seconds to reach the coordinator and register (jax waits 300 s by default); KEXUE_COORDINATOR_TIMEOUT overrides
+COORDINATOR_TIMEOUT_S = int(os.environ.get("KEXUE_COORDINATOR_TIMEOUT", "60"))
+
+
+def _config_differences(saved: Mapping[str, Any], config: Any) -> list[str]:
+    """`key: saved -> now` for every top-level config key whose JSON value differs."""
+    now = to_jsonable(config)
+    keys = sorted(set(saved) | set(now))
+    return [f"{k}: {saved.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}" for k in keys
+            if saved.get(k, "(absent)") != now.get(k, "(absent)")]
+
+
+def _has_checkpoints(out_dir: pathlib.Path) -> bool:
+    checkpoints = out_dir / "checkpoints"
+    return checkpoints.is_dir() and any(checkpoints.rglob("*"))
+
+
+def prepare_run_dir(experiment: Experiment, config: Any, out_dir: pathlib.Path, *, resume: bool, overwrite: bool,
+                    allow_config_change: bool = False) -> None:
+    """Checks a run directory before anything runs; never deletes unless `overwrite` says so.
+
+    - `resume` and `overwrite` together are a usage error;
+    - checkpoints from an earlier run, without `resume` or `overwrite`: usage error naming the directory;
+    - `overwrite`: the earlier checkpoints are removed (the user asked);
+    - `resume` with a saved `config.json` that differs from `config`: usage error naming the keys,
+      unless `allow_config_change`;
+    - a directory that cannot be written: usage error naming it.
+    Writes the resolved `config.json` (with the experiment's name) at the start, so the run directory
+    describes itself even before the run ends.
+    """
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: --resume continues the checkpoints in "
+                         f"{out_dir}, --overwrite deletes them")
+    config_path = out_dir / "config.json"
+    if _has_checkpoints(out_dir) and not (resume or overwrite):
+        raise UsageError(f"{out_dir / 'checkpoints'} holds checkpoints of an earlier run. Pass --resume to continue "
+                         "it, or --overwrite to delete them and start afresh")
+    if resume and config_path.is_file():
+        try:
+            saved = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise UsageError(f"{config_path} cannot be read ({error}); move it away to resume") from None
+        saved_name = saved.pop("_experiment", experiment.name)
+        if saved_name != experiment.name:
+            raise UsageError(f"{out_dir} is a run of {saved_name}, not of {experiment.name}")
+        differences = _config_differences(saved, config)
+        if differences and not allow_config_change:
+            raise UsageError(f"the config differs from the one the checkpoints in {out_dir} were trained with ("
+                             + "; ".join(differences) + "). Pass --allow-config-change to resume anyway")
+    if jax_process_index() != 0:
+        return  # process 0 prepares the shared directory
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"cannot write to the run directory {out_dir}: {error.strerror or error}") from None
+    if overwrite and (out_dir / "checkpoints").exists():
+        print(f"[kexue] --overwrite: removing the earlier checkpoints in {out_dir / 'checkpoints'}", flush=True)
+        shutil.rmtree(out_dir / "checkpoints")
+    config_path.write_text(json.dumps({"_experiment": experiment.name, **to_jsonable(config)}, indent=2))
+
+
+def _barrier(name: str) -> None:
+    if "jax" in sys.modules:
+        import jax
+
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+
+
+def jax_process_index() -> int:
+    """This process's index; 0 without importing jax when no multi-process run was set up."""
+    if "jax" not in sys.modules:
+        return 0
     import jax
 
-    if jax.process_index() != 0:  # on a pod, process 0 writes the report; the others keep theirs apart
-        out_dir = out_dir / f"process_{jax.process_index()}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoints = out_dir / "checkpoints"
-    if not resume and checkpoints.exists() and any(checkpoints.iterdir()):
-        print(f"[kexue] fresh run (no --resume): removing the previous checkpoints in {checkpoints}", flush=True)
-        shutil.rmtree(checkpoints)
-    ctx = RunContext(out_dir=out_dir, report=Report(experiment.name, out_dir), resume=resume, preset=preset)
+    return jax.process_index()
+
+
+def run_experiment(experiment: Experiment, config: Any, out_dir: pathlib.Path, *, resume: bool = False,
+                   overwrite: bool = False, allow_config_change: bool = False,
+                   preset: str = "quick") -> tuple[dict, float]:
+    """Runs one experiment into `out_dir` (checked by `prepare_run_dir`); returns its metrics and wall
+    time in seconds. Every process checkpoints into `out_dir/checkpoints`; process 0 alone writes the
+    report, the plots and TensorBoard."""
+    _agree_on_config(experiment, config)
+    prepare_run_dir(experiment, config, out_dir, resume=resume, overwrite=overwrite,
+                    allow_config_change=allow_config_change)
+    _barrier("kexue-run-dir-ready")  # nobody writes a checkpoint before every process has checked the directory
+    main_process = jax_process_index() == 0
+    report_dir = out_dir if main_process else pathlib.Path(tempfile.mkdtemp(prefix="kexue-report-"))
+    ctx = RunContext(out_dir=out_dir, report=Report(experiment.name, report_dir), resume=resume, preset=preset,
+                     main_process=main_process)
     ctx.report.text(f"{experiment.description}\n\nPreset `{preset}`; command: "
                     f"`kexue run {experiment.name}" + (" --preset full" if preset == "full" else "") + "`.")
     start = time.perf_counter()
@@ -146,18 +236,70 @@ def run_experiment(experiment: Experiment, config: Any, out_dir: pathlib.Path, *
     finally:
         ctx.close()
     elapsed = time.perf_counter() - start
-    ctx.report.write(metrics, config, wall_time_s=elapsed)
+    if main_process:
+        ctx.report.write(metrics, config, wall_time_s=elapsed)
     return metrics, elapsed
 
 
 def _init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
-    if coordinator is None:
-        return
+    """`jax.distributed.initialize` before anything touches a JAX backend: with the flags when given,
+    else with no arguments when the environment describes a cluster (Cloud TPU, SLURM, ...)."""
+    given = [coordinator is not None, num_processes is not None, process_id is not None]
+    if any(given) and not all(given):
+        raise UsageError("multi-host runs need all three of --coordinator HOST:PORT, --num-processes N and "
+                         "--process-id I")
+    if all(given) and not 0 <= process_id < num_processes:
+        raise UsageError(f"--process-id {process_id} is outside [0, {num_processes})")
     import jax
 
-    if jax.default_backend() == "cpu":
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator, num_processes, process_id)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU backend only; others ignore it
+    if all(given):
+        if process_id != 0:  # jax aborts the process (no Python error) when the coordinator never answers
+            _wait_for_coordinator(coordinator, process_id, num_processes)
+        try:
+            jax.distributed.initialize(coordinator, num_processes, process_id,
+                                       initialization_timeout=COORDINATOR_TIMEOUT_S)
+        except Exception as error:  # jax raises XlaRuntimeError / RuntimeError, with a long gRPC message
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UsageError(f"could not join the multi-host run at --coordinator {coordinator} as process "
+                             f"{process_id} of {num_processes} within {COORDINATOR_TIMEOUT_S} s: {first_line}. "
+                             "Is process 0 running, and is the address reachable from here?") from None
+
+
+def _wait_for_coordinator(coordinator: str, process_id: int, num_processes: int) -> None:
+    """Polls the coordinator's TCP port for up to `COORDINATOR_TIMEOUT_S`; a usage error if it never opens."""
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--coordinator {coordinator!r} must be HOST:PORT")
+    deadline = time.monotonic() + COORDINATOR_TIMEOUT_S
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise UsageError(f"could not join the multi-host run at --coordinator {coordinator} as process "
+                                 f"{process_id} of {num_processes} within {COORDINATOR_TIMEOUT_S} s ({error}). "
+                                 "Is process 0 running, and is the address reachable from here?") from None
+            time.sleep(0.5)
+
+
+def _agree_on_config(experiment: Experiment, config: Any) -> None:
+    """On a multi-process run, refuses (on every process alike) unless all resolved the same config."""
+    import jax
+
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    text = json.dumps({"experiment": experiment.name, "config": to_jsonable(config)}, sort_keys=True)
+    digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int64)
+    digests = np.asarray(multihost_utils.process_allgather(digest)).reshape(-1)
+    if len(set(digests.tolist())) != 1:
+        differing = [i for i, d in enumerate(digests.tolist()) if d != digests[0]]
+        raise UsageError(f"the processes of this run resolved different configs (processes {differing} differ "
+                         "from process 0): start every process with the same experiment, preset and --config "
+                         "overrides")
 
 
 def _scalars(metrics: Mapping[str, Any], prefix: str = ""):
@@ -190,9 +332,10 @@ def cmd_run(experiments: Mapping[str, Experiment], args: argparse.Namespace, res
     config = apply_overrides(experiment.presets[args.preset], rest)
     _init_distributed(args.coordinator, args.num_processes, args.process_id)
     out = pathlib.Path(args.out) if args.out else pathlib.Path(args.reports) / experiment.package / experiment.short_name
-    metrics, elapsed = run_experiment(experiment, config, out, resume=args.resume, preset=args.preset)
+    metrics, elapsed = run_experiment(experiment, config, out, resume=args.resume, overwrite=args.overwrite,
+                                      allow_config_change=args.allow_config_change, preset=args.preset)
     print(f"[kexue] {experiment.name}: {_headline(metrics)} ({elapsed:.1f} s) -> {out / 'report.md'}")
-    if not args.out:
+    if not args.out and jax_process_index() == 0:
         write_index(args.reports, {name: exp.description for name, exp in experiments.items()})
     return 0
 
@@ -202,14 +345,24 @@ def cmd_reproduce(experiments: Mapping[str, Experiment], args: argparse.Namespac
     chosen = [exp for exp in experiments.values() if exp.reproduce and (not args.only or exp.package in args.only)]
     if args.only and not chosen:
         raise UsageError(f"--only {args.only}: no experiments in those packages; packages: {', '.join(PACKAGES)}")
-    timings = []
     for exp in chosen:
         if preset not in exp.presets:
             print(f"[kexue] {exp.name}: no {preset!r} preset, skipped")
-            continue
+    chosen = [exp for exp in chosen if preset in exp.presets]
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: --resume continues the checkpoints "
+                         "under --reports, --overwrite deletes them")
+    for exp in chosen:  # refuse before running anything, not after an hour of the first experiments
+        out = pathlib.Path(args.reports) / exp.package / exp.short_name
+        if _has_checkpoints(out) and not (args.resume or args.overwrite):
+            raise UsageError(f"{out / 'checkpoints'} holds checkpoints of an earlier run. Pass --resume to continue "
+                             "the reproduction, or --overwrite to delete them and start afresh")
+    timings = []
+    for exp in chosen:
         out = pathlib.Path(args.reports) / exp.package / exp.short_name
         print(f"[kexue] {exp.name} ({preset}) ...", flush=True)
-        metrics, elapsed = run_experiment(exp, exp.presets[preset], out, preset=preset)
+        metrics, elapsed = run_experiment(exp, exp.presets[preset], out, resume=args.resume, overwrite=args.overwrite,
+                                          preset=preset)
         print(f"[kexue] {exp.name}: {_headline(metrics)} -- {elapsed:.1f} s", flush=True)
         timings.append({"experiment": exp.name, "wall_time_s": round(elapsed, 1)})
     write_index(args.reports, {name: exp.description for name, exp in experiments.items()})
@@ -229,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("name")
     run.add_argument("--preset", default="quick", help="quick (default, embedded data) or full")
     run.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
+    run.add_argument("--overwrite", action="store_true",
+                     help="delete the checkpoints of an earlier run in the run directory and start afresh")
+    run.add_argument("--allow-config-change", action="store_true",
+                     help="with --resume: continue although the config differs from the saved one")
     run.add_argument("--out", default=None, help="run directory (default reports/<package>/<experiment>)")
     run.add_argument("--reports", default="reports", help="reports root (default ./reports)")
     run.add_argument("--coordinator", default=None, help="multi-host: HOST:PORT of process 0")
@@ -237,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="run every package's headline experiments")
     rep.add_argument("--quick", action="store_true", help="quick presets on embedded data (CPU minutes)")
     rep.add_argument("--only", nargs="+", default=None, metavar="PKG", help="only these packages")
+    rep.add_argument("--resume", action="store_true", help="continue each experiment from its newest checkpoint")
+    rep.add_argument("--overwrite", action="store_true",
+                     help="delete the checkpoints of earlier runs under --reports and start afresh")
     rep.add_argument("--reports", default="reports")
     return parser
 
@@ -247,9 +407,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the console command (tests call main(argv) and keep their own settings)
         host_malloc.maybe_reexec()
         compilation_cache.enable()
-    from absl import flags
-
-    flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -265,6 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"kexue: error: {error}", file=sys.stderr)
         return 2
+    except Preempted as preempted:
+        print(f"[kexue] {preempted}. Continue with the same command and --resume.", file=sys.stderr, flush=True)
+        return PREEMPTED_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@
 Real data goes through `tfds.data_source` (datasets built with `file_format=array_record`; no
 TensorFlow needed at read time). Embedded data needs no download: scikit-learn's digits and the
 packages' synthetic generators. Either kind becomes a `grain.MapDataset` that is shuffled (a new
-permutation per epoch), sharded per process, batched and repeated; its iterator's `get_state()` is
-saved with every checkpoint so a resumed run sees exactly the batches it would have seen.
+permutation per epoch), repeated, sharded per process and batched. It is random access: batch `s` is
+`dataset[s]`, so the data position follows from the step and a resumed run sees exactly the batches
+an uninterrupted one would have seen (`shared.trainer` reads `dataset[start:]`).
 
 Multi-host: each process builds the same pipeline with `process_index=jax.process_index()` and
 `process_count=jax.process_count()` and so reads only its share (every `process_count`-th example
-of the global shuffled order); `shared.train.shard_batch` assembles the global batch.
+of the global shuffled order); `shared.train.shard_batch` assembles the global batch. Per-example
+transforms run on the global example index, before the per-process split, so a random transform
+draws the same numbers for an example whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -72,8 +75,8 @@ def drop_non_array_fields(example: Mapping[str, Any]) -> Example:
 def make_dataset(source: Sequence, *, batch_size: int, seed: int, shuffle: bool = True,
                  num_epochs: int | None = None, drop_remainder: bool = True,
                  process_index: int = 0, process_count: int = 1,
-                 transform=None) -> grain.MapDataset:
-    """source -> [drop non-array fields] -> shuffle -> repeat -> per-process shard -> map -> batch.
+                 transform=None, random_transform=None) -> grain.MapDataset:
+    """source -> [drop non-array fields] -> shuffle -> repeat -> map -> per-process shard -> batch.
 
     Args:
       source: random-access source of dict examples (`tfds_source(...)` or `ArraySource`).
@@ -82,6 +85,9 @@ def make_dataset(source: Sequence, *, batch_size: int, seed: int, shuffle: bool 
       num_epochs: None repeats forever (index the dataset by step), else that many epochs.
       process_index, process_count: this process's share of every global batch.
       transform: optional per-example function applied after the field filter.
+      random_transform: optional `fn(example, rng: np.random.Generator) -> example` (augmentation,
+        input noise); its generator is seeded by (seed, global example position), so every epoch
+        draws anew and a resumed run draws the same numbers.
     Returns:
       A `grain.MapDataset` of batched dict examples; `iter(ds.to_iter_dataset())` has
       `get_state()` / `set_state()` for checkpointing.
@@ -94,22 +100,13 @@ def make_dataset(source: Sequence, *, batch_size: int, seed: int, shuffle: bool 
     if shuffle:
         ds = ds.shuffle(seed=seed)
     ds = ds.repeat(num_epochs)
-    if process_count > 1:
-        ds = ds[process_index::process_count]
     if transform is not None:
         ds = ds.map(transform)
+    if random_transform is not None:
+        ds = ds.random_map(random_transform, seed=seed)
+    if process_count > 1:
+        ds = ds[process_index::process_count]
     return ds.batch(batch_size, drop_remainder=drop_remainder)
-
-
-def make_iterator(dataset: grain.MapDataset, worker_count: int = 0):
-    """An iterator with `get_state()`/`set_state()`; `worker_count > 0` uses grain worker processes.
-
-    Worker processes need `absl.flags.FLAGS.mark_as_parsed()` in the entry point (`kexue` does it).
-    """
-    iter_ds = dataset.to_iter_dataset()
-    if worker_count > 0:
-        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-    return iter(iter_ds)
 
 
 def batches_of(arrays: Mapping[str, np.ndarray], batch_size: int, drop_remainder: bool = False):

@@ -1,8 +1,8 @@
 """`shared.digits_mlp`: an MLP classifier on scikit-learn's digits, run end to end through the harness.
 
-It exercises every piece of the foundation: the embedded data through a grain pipeline, the jitted,
-sharded, donated train step with its non-finite guard, the evaluation loop, Orbax checkpoints with
-the iterator state, `--resume`, TensorBoard, and the report.
+It exercises every piece of the foundation through `shared.trainer`: the embedded data through a grain
+pipeline indexed by step, the jitted, sharded train step with its non-finite guard, the evaluation loop,
+the newest and best Orbax checkpoints, `--resume`, the SIGTERM checkpoint, TensorBoard, and the report.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from shared import data, train  # noqa: E402
-from shared.experiment import RunContext  # noqa: E402
+from shared import data  # noqa: E402
 from shared.classification import classification_sums  # noqa: E402
-from shared.loop import fit  # noqa: E402
+from shared.experiment import RunContext  # noqa: E402
 from shared.models import MLP  # noqa: E402
+from shared.trainer import Loop, Trainer  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,50 +59,37 @@ def cross_entropy(model: nnx.Module, batch: dict, rng: jax.Array):
     return loss, {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}
 
 
-def build(config: Config, mesh, process_index: int = 0, process_count: int = 1):
-    """Model, state, jitted steps and the training dataset for `config` on `mesh`."""
-    model = MLP((64, *config.hidden, 10), rngs=nnx.Rngs(config.seed))
+def build(config: Config, mesh=None) -> Trainer:
+    """The trainer (model, Adam with cosine decay, cross-entropy, evaluation sums) for `config`."""
     schedule = optax.cosine_decay_schedule(config.learning_rate, config.num_steps)
-    tx = optax.adam(schedule)
-    graphdef, state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed))
-    sharding = train.state_sharding(state, mesh, fsdp=config.fsdp > 1)
-    train_step = train.build_train_step(train.nnx_loss(graphdef, cross_entropy), tx, mesh, state,
-                                        fsdp=config.fsdp > 1)
-    eval_step = train.build_eval_step(train.nnx_metrics(graphdef, classification_sums), mesh, state,
-                                      fsdp=config.fsdp > 1)
-    state = jax.device_put(state, sharding)
-    images, labels = data.digits("train")
-    if config.batch_size % process_count:
-        raise ValueError(f"config.batch_size={config.batch_size} must divide by the {process_count} processes")
-    dataset = data.make_dataset(data.ArraySource({"image": images, "label": labels}),
-                                batch_size=config.batch_size // process_count, seed=config.seed,
-                                process_index=process_index, process_count=process_count)
-    return state, train_step, eval_step, dataset
+    model = MLP((64, *config.hidden, 10), rngs=nnx.Rngs(config.seed))
+    return Trainer(model, optax.adam(schedule), cross_entropy, seed=config.seed, mesh=mesh, fsdp=config.fsdp,
+                   learning_rate=schedule, eval_metrics=classification_sums)
+
+
+def loop(config: Config) -> Loop:
+    return Loop(num_steps=config.num_steps, batch_size=config.batch_size, seed=config.seed,
+                log_every=config.log_every, checkpoint_every=config.checkpoint_every, eval_every=config.log_every * 4,
+                keep=3, best_metric="accuracy")
 
 
 def run(config: Config, ctx: RunContext) -> dict:
-    mesh = train.make_mesh(fsdp=config.fsdp)
-    state, train_step, eval_step, dataset = build(config, mesh, jax.process_index(), jax.process_count())
-    test_images, test_labels = data.digits("test")
+    trainer = build(config)
+    images, labels = data.digits("train")
+    test = dict(zip(("image", "label"), data.digits("test")))
 
     def evaluate(state):
-        batches = data.batches_of({"image": test_images, "label": test_labels}, config.eval_batch_size)
-        return train.evaluate(eval_step, state, batches, mesh, config.eval_batch_size)
+        return trainer.evaluate(test, config.eval_batch_size, state)
 
-    checkpointer = train.Checkpointer(ctx.checkpoint_dir, keep=3)
     start = time.perf_counter()
-    state, history = fit(state=state, train_step=train_step, dataset=dataset, mesh=mesh,
-                         num_steps=config.num_steps, checkpointer=checkpointer,
-                         checkpoint_every=config.checkpoint_every, resume=ctx.resume,
-                         log_every=config.log_every, evaluate_fn=evaluate, eval_every=config.log_every * 4,
-                         config=config, ctx=ctx, fsdp=config.fsdp > 1, desc="digits_mlp")
-    checkpointer.close()
+    state, history = trainer.fit(data.ArraySource({"image": images, "label": labels}), loop(config), ctx=ctx,
+                                 evaluate=evaluate, config=config, desc="digits_mlp")
     elapsed = time.perf_counter() - start
     final = evaluate(state)
 
     ctx.report.text(f"MLP {(64, *config.hidden, 10)} on scikit-learn digits (1,347 train / 450 test), "
                     f"Adam {config.learning_rate} with cosine decay, batch {config.batch_size}, "
-                    f"{config.num_steps} steps on {mesh.size} device(s).")
+                    f"{config.num_steps} steps on {trainer.mesh.size} device(s).")
     ctx.report.table(["metric", "ours", "target"],
                      [["test accuracy", final["accuracy"], ">= 0.95"], ["test loss", final["loss"], None],
                      ["skipped (non-finite) steps", int(state.skipped), 0],
@@ -114,4 +101,4 @@ def run(config: Config, ctx: RunContext) -> dict:
     ax.set_xlabel("step"), ax.set_yscale("log"), ax.legend()
     ctx.report.figure(fig, "loss", "Training and test loss")
     return {"test_accuracy": final["accuracy"], "test_loss": final["loss"], "steps": int(state.step),
-            "skipped_steps": int(state.skipped), "history": history}
+            "skipped_steps": int(state.skipped), "best_step": trainer.best_step, "history": history}

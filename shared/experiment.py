@@ -24,11 +24,21 @@ import pathlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-import tqdm
+from tqdm import auto as tqdm_auto
 
 from shared.report import Report
 
 T = TypeVar("T")
+
+
+class Preempted(Exception):
+    """Raised by `shared.trainer.Trainer.fit` after SIGTERM once the current step is checkpointed;
+    `kexue` then exits with code 143 and `--resume` continues exactly."""
+
+    def __init__(self, step: int, directory: pathlib.Path | None):
+        where = f"checkpoint saved under {directory}" if directory is not None else "no checkpoint directory"
+        super().__init__(f"preempted (SIGTERM) at step {step}; {where}")
+        self.step, self.directory = step, directory
 
 
 @dataclasses.dataclass
@@ -41,12 +51,15 @@ class RunContext:
       resume: whether `--resume` was given: restore the newest good checkpoint under
         `checkpoint_dir` if there is one, start fresh (and say so) otherwise.
       preset: the preset the config came from (`quick` or `full`).
+      main_process: whether this is process 0, the one that writes reports and TensorBoard (every
+        process trains and checkpoints into `checkpoint_dir`).
     """
 
     out_dir: pathlib.Path
     report: Report
     resume: bool = False
     preset: str = "quick"
+    main_process: bool = True
     _writer: Any = dataclasses.field(default=None, repr=False)
 
     @property
@@ -63,14 +76,18 @@ class RunContext:
         return self._writer
 
     def log_scalars(self, step: int, metrics: Mapping[str, float], prefix: str = "") -> None:
-        """Writes host-side scalars to TensorBoard (call only at logging points, never per step)."""
+        """Writes host-side scalars to TensorBoard (call only at logging points, never per step);
+        only process 0 writes."""
+        if not self.main_process:
+            return
         for key, value in metrics.items():
             self.writer.add_scalar(f"{prefix}{key}", float(value), int(step))
 
     def progress(self, iterable: Iterable[T] | None = None, *, total: int | None = None,
-                 desc: str = "", initial: int = 0) -> tqdm.tqdm:
-        """A tqdm bar (shows ETA; callers `set_postfix(loss=...)` at logging points)."""
-        return tqdm.tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True,
+                 desc: str = "", initial: int = 0) -> tqdm_auto.tqdm:
+        """A tqdm bar (`tqdm.auto`: a widget in notebooks; shows ETA; callers `set_postfix(loss=...)`
+        at logging points)."""
+        return tqdm_auto.tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True,
                          mininterval=1.0, leave=False)
 
     def close(self) -> None:

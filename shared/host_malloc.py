@@ -13,7 +13,7 @@ Jupyter with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` for the same effect.
 
 Compiling a large program leaves much of the compiler's memory freed but kept by malloc (for NVAE's
 step, most of the compile's peak: benchmarks/RESULTS.md, nvae_jax); `release_free_memory` hands it
-back to the kernel (`shared.loop.fit` calls it after the first step).
+back to the kernel (`shared.trainer.Trainer.fit` calls it after the first step).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The math of a step is a pure function `step(state, batch) -> (state, metrics)` made by `make_step`
 from a loss function and an optax transform; `build_train_step` jits it once with explicit
 in/out shardings on a `("data", "fsdp")` mesh and donates the state. Checkpointing lives in
-`shared.checkpoint`, the loop in `shared.loop`; nothing here touches the host.
+`shared.checkpoint`; `shared.trainer` assembles these pieces into a run and holds the host loop.
 
 Example (a notebook):
     >>> model = MLP((64, 128, 10), rngs=nnx.Rngs(0))
@@ -32,7 +32,6 @@ import optax
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from shared.checkpoint import Checkpointer, Restored, abstract_like  # noqa: F401  (the harness API)
 
 PyTree = Any
 Metrics = dict[str, jax.Array]

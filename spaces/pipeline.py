@@ -138,46 +138,43 @@ def build_generator(config: PipelineConfig, vocab, seed: int, char_vocab=None):
 
 def train_generator(config: PipelineConfig, model, arrays: dict[str, np.ndarray], *, sparse_k: int,
                     copy_weight: float, name: str, ctx=None, special_ids=(0, 1, 2, 3, 4)):
-    """Trains a generator on the shared loop (`shared.loop.fit`: data-parallel mesh, checkpoints under
-    `ctx.checkpoint_dir / name`, exact `--resume`); returns (graphdef, EMA state to decode with, history).
+    """Trains a generator through `shared.trainer` (data-parallel mesh, batches indexed by step, checkpoints
+    under `ctx.checkpoint_dir / name`, exact `--resume`); returns (graphdef, EMA weights to decode with,
+    history).
 
-    arrays: "ids", "segments", "copy" int [N, T] (`encode_pairs`); batches of `config.generator_batch`
-    drawn by `shared.data.make_dataset` (a fresh permutation every epoch).
+    arrays: "ids", "segments", "copy" int [N, T] (`encode_pairs`); global batches of `config.generator_batch`
+    (a fresh permutation every epoch). The state is a `GeneratorState`: each step also updates the EMA.
     """
     from shared import data, train
-    from shared.loop import fit
+    from shared.trainer import Loop, Trainer, check_global_batch
     from spaces.generator import ema_update, generator_loss
 
-    mesh = train.make_mesh()
-    if config.generator_batch % mesh.size:
-        raise ValueError(f"config.generator_batch ({config.generator_batch}) must be a multiple of the "
-                         f"{mesh.size} devices it is split over")
-    tx = optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adam(train.warmup_cosine(config.generator_lr, config.warmup_steps,
-                                                    config.generator_steps, end_fraction=0.05)))
-    graphdef, state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed))
-    state = GeneratorState(**{f.name: getattr(state, f.name) for f in dataclasses.fields(state)}, ema=state.params)
+    check_global_batch(config.generator_batch, "generator_batch")
+    schedule = train.warmup_cosine(config.generator_lr, config.warmup_steps, config.generator_steps,
+                                   end_fraction=0.05)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
     loss = generator_loss(sparse_k=sparse_k, copy_weight=copy_weight, noise=config.noise, special_ids=special_ids)
-    step = train.make_step(train.nnx_loss(graphdef, loss), tx)
 
-    def step_with_ema(state, batch):
-        state, metrics = step(state, batch)
-        t = state.step.astype(jnp.float32)
-        decay = jnp.minimum(config.ema, (1.0 + t) / (10.0 + t))  # EMA warm-up for short runs
-        return state.replace(ema=ema_update(state.ema, state.params, decay)), metrics
+    def with_ema(step):
+        def step_with_ema(state, batch):
+            state, metrics = step(state, batch)
+            t = state.step.astype(jnp.float32)
+            decay = jnp.minimum(config.ema, (1.0 + t) / (10.0 + t))  # EMA warm-up for short runs
+            return state.replace(ema=ema_update(state.ema, state.params, decay)), metrics
 
-    train_step = train.jit_train_step(step_with_ema, mesh, state)
-    state = jax.device_put(state, train.state_sharding(state, mesh))
-    dataset = data.make_dataset(data.ArraySource({k: arrays[k] for k in ("ids", "segments", "copy")}),
-                                batch_size=config.generator_batch, seed=config.seed + 1)
-    checkpointer = train.Checkpointer(ctx.checkpoint_dir / name, keep=2) if ctx is not None else None
-    state, history = fit(state=state, train_step=train_step, dataset=dataset, mesh=mesh,
-                         num_steps=config.generator_steps, checkpointer=checkpointer,
-                         checkpoint_every=config.checkpoint_every, resume=ctx is not None and ctx.resume,
-                         log_every=min(50, config.generator_steps), config=config, ctx=ctx, desc=name)
-    if checkpointer is not None:
-        checkpointer.close()
-    return graphdef, (state.ema, state.model_state), history
+        return step_with_ema
+
+    def add_ema(state: TrainState) -> GeneratorState:
+        return GeneratorState(**{f.name: getattr(state, f.name) for f in dataclasses.fields(state)}, ema=state.params)
+
+    trainer = Trainer(model, tx, loss, seed=config.seed, learning_rate=schedule, wrap_step=with_ema,
+                      extend_state=add_ema)
+    loop = Loop(num_steps=config.generator_steps, batch_size=config.generator_batch, seed=config.seed + 1,
+                log_every=min(50, config.generator_steps), checkpoint_every=config.checkpoint_every,
+                batch_field="generator_batch")
+    source = data.ArraySource({k: arrays[k] for k in ("ids", "segments", "copy")})
+    state, history = trainer.fit(source, loop, ctx=ctx, name=name, config=config, desc=name)
+    return trainer.graphdef, (state.ema, state.model_state), history
 
 
 def decode_summaries(graphdef, weights, vocab, sources: list[str], config: PipelineConfig, *, use_copy: bool,

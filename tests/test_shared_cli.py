@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from shared import cli, train
-from shared.checkpoint import Checkpointer
+from shared.checkpoint import Checkpointer, abstract_like
 from shared.digits_mlp import Config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def test_restore_onto_a_different_mesh(tmp_path, devices):
     ckpt.save(5, state8)
     ckpt.wait()
     shardings2 = train.state_sharding(state, mesh2)
-    restored = ckpt.restore(train.abstract_like(state, shardings2))
+    restored = ckpt.restore(abstract_like(state, shardings2))
     assert restored.state.params["w"].sharding == shardings2.params["w"]
     np.testing.assert_array_equal(np.asarray(restored.state.params["w"]), 5.0)
     ckpt.close()

@@ -1,4 +1,5 @@
-"""Multi-host data parallelism: two processes x 4 CPU devices equal one process x 8 devices."""
+"""Multi-host through the command a user runs: `kexue run … --coordinator … --num-processes 2 --process-id i`
+(2 processes × 4 CPU devices over gloo) against 1 process × 8 devices."""
 
 import json
 import os
@@ -6,11 +7,20 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
+import chex
+import jax
 import numpy as np
+import pytest
 
-WORKER = pathlib.Path(__file__).with_name("multihost_worker.py")
-REPO = WORKER.parents[1]
+from shared import train
+from shared.checkpoint import Checkpointer, abstract_like
+from shared.digits_mlp import Config, build
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DIGITS = ["--config.num_steps", "30", "--config.log_every", "10", "--config.checkpoint_every", "0",
+          "--config.hidden", "64", "--config.batch_size", "64"]
 
 
 def _free_port() -> int:
@@ -19,28 +29,86 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(addr, num_processes, process_id, devices):
+def _kexue(args, devices, extra_env=None, **popen):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.Popen([sys.executable, str(WORKER), addr, str(num_processes), str(process_id), str(devices)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    env.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               **(extra_env or {}))
+    return subprocess.Popen([sys.executable, "-m", "shared.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, **popen)
 
 
-def _result(proc):
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
+def _finish(proc, timeout=600):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
 
 
-def test_two_processes_match_one_process_with_eight_devices():
+def _final_params(run_dir: pathlib.Path, config: Config, mesh=None):
+    trainer = build(config, mesh)
+    ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
+    restored = ckpt.restore(abstract_like(trainer.state, trainer.sharding))
+    ckpt.close()
+    return restored.step, jax.device_get(restored.state.params)
+
+
+def _two_by_four(experiment, out, extra=(), process_extra=((), ())):
     addr = f"127.0.0.1:{_free_port()}"
-    workers = [_launch(addr, 2, i, 4) for i in range(2)]
-    single = _result(_launch("", 1, 0, 8))
-    results = [_result(w) for w in workers]
-    for result in results:
-        assert result["global_devices"] == 8
-        assert result["local_batch"] == [32]  # each process loads only its half of the global batch of 64
-    assert single["local_batch"] == [64]
-    np.testing.assert_allclose(results[0]["losses"], results[1]["losses"], rtol=1e-6)
-    np.testing.assert_allclose(results[0]["losses"], single["losses"], rtol=1e-5)
-    assert single["losses"][-1] < single["losses"][0] * 0.85  # it trains
+    procs = [_kexue(["run", experiment, "--out", str(out), "--coordinator", addr, "--num-processes", "2",
+                     "--process-id", str(i), *extra, *process_extra[i]], 4) for i in range(2)]
+    return [_finish(p) for p in procs]
+
+
+def test_two_processes_by_four_devices_equal_one_by_eight(tmp_path, devices):
+    """Fails if a process feeds another share than its own (or all of every batch), if the processes
+    checkpoint into different directories, or if a process other than 0 writes the report."""
+    multi, single = tmp_path / "multi", tmp_path / "single"
+    results = _two_by_four("shared.digits_mlp", multi, DIGITS)
+    code, _, err = _finish(_kexue(["run", "shared.digits_mlp", "--out", str(single), *DIGITS], 8))
+    assert code == 0, err[-3000:]
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    assert not any(p.name.startswith("process_") for p in multi.iterdir())  # one directory for everybody
+    history_multi = json.loads((multi / "metrics.json").read_text())["history"]
+    history_single = json.loads((single / "metrics.json").read_text())["history"]
+    assert [h["step"] for h in history_multi] == [h["step"] for h in history_single] == [10, 20, 30]
+    for a, b in zip(history_multi, history_single):
+        for key in ("loss", "accuracy", "grad_norm", "param_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
+    config = Config(hidden=(64,), batch_size=64, num_steps=30)
+    step_multi, params_multi = _final_params(multi, config)
+    step_single, params_single = _final_params(single, config)
+    assert step_multi == step_single == 30
+    chex.assert_trees_all_close(params_multi, params_single, rtol=1e-4, atol=1e-6)
+    # the checkpoint written across 2 processes x 4 devices restores onto 4 devices and onto 1 (re-sharded)
+    for mesh_devices in (devices[:4], devices[:1]):
+        _, params = _final_params(multi, config, mesh=train.make_mesh(devices=mesh_devices))
+        chex.assert_trees_all_close(params, params_multi, rtol=0, atol=0)
+
+
+def test_processes_with_different_configs_are_refused(tmp_path):
+    results = _two_by_four("shared.digits_mlp", tmp_path / "run", DIGITS,
+                           process_extra=(("--config.learning_rate", "0.001"), ()))
+    for code, _, err in results:
+        assert code == 2, err[-2000:]
+        assert "resolved different configs" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("timeout", [pytest.param(None, marks=pytest.mark.slow), 5])
+def test_unreachable_coordinator_fails_with_one_line_in_time(tmp_path, timeout):
+    """The default (slow: the real minute) and a shortened KEXUE_COORDINATOR_TIMEOUT."""
+    env = {} if timeout is None else {"KEXUE_COORDINATOR_TIMEOUT": str(timeout)}
+    start = time.monotonic()
+    code, _, err = _finish(_kexue(["run", "shared.digits_mlp", "--out", str(tmp_path), "--coordinator",
+                                   f"127.0.0.1:{_free_port()}", "--num-processes", "2", "--process-id", "1",
+                                   *DIGITS], 4, extra_env=env), timeout=150)
+    assert code == 2 and "could not join the multi-host run" in err and "Traceback" not in err
+    assert time.monotonic() - start < (timeout or 60) + 30
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--coordinator", "127.0.0.1:1"], "all three"),
+    (["--num-processes", "2", "--process-id", "0"], "all three"),
+    (["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"], "outside [0, 2)"),
+])
+def test_bad_multihost_flags_are_one_line(tmp_path, args, needle):
+    code, _, err = _finish(_kexue(["run", "shared.digits_mlp", "--out", str(tmp_path), *args], 1), timeout=120)
+    assert code == 2 and needle in err and "Traceback" not in err

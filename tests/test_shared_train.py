@@ -21,7 +21,8 @@ def _batch(n=64, seed=0):
 
 
 def _two_steps(mesh, fsdp=1):
-    state, train_step, _, _ = build(Config(fsdp=fsdp, hidden=(64, 64)), mesh)
+    trainer = build(Config(fsdp=fsdp, hidden=(64, 64)), mesh)
+    state, train_step = trainer.state, trainer.train_step
     losses = []
     for seed in (0, 1):
         state, metrics = train_step(state, train.shard_batch(_batch(seed=seed), mesh))
@@ -56,7 +57,8 @@ def test_fsdp_shards_large_leaves(devices):
 
 def test_nan_batch_skips_update_and_counts(devices):
     mesh = train.make_mesh(devices=devices)
-    state, train_step, _, _ = build(Config(hidden=(32,)), mesh)
+    trainer = build(Config(hidden=(32,)), mesh)
+    state, train_step = trainer.state, trainer.train_step
     before = jax.device_get(state.params)
     bad = _batch()
     bad["image"][3, 2, 2, 0] = np.nan
@@ -85,7 +87,8 @@ def test_step_compiles_once(devices):
 
 def test_step_metrics_report_norms(devices):
     mesh = train.make_mesh(devices=devices)
-    state, train_step, _, _ = build(Config(hidden=(32,)), mesh)
+    trainer = build(Config(hidden=(32,)), mesh)
+    state, train_step = trainer.state, trainer.train_step
     params = jax.device_get(state.params)
     _, metrics = train_step(state, train.shard_batch(_batch(), mesh))
     assert float(metrics["param_norm"]) == pytest.approx(float(optax.global_norm(params)), rel=1e-5)
@@ -94,7 +97,8 @@ def test_step_metrics_report_norms(devices):
 
 def test_evaluate_pads_and_weights(devices):
     mesh = train.make_mesh(devices=devices)
-    state, _, eval_step, _ = build(Config(hidden=(32,)), mesh)
+    trainer = build(Config(hidden=(32,)), mesh)
+    state, eval_step = trainer.state, trainer.eval_step
     images, labels = data.digits("test")
     result = train.evaluate(eval_step, state, data.batches_of({"image": images, "label": labels}, 64), mesh, 64)
     graphdef = nnx.graphdef(MLP((64, 32, 10), rngs=nnx.Rngs(0)))

@@ -1,10 +1,11 @@
-"""`weissi.cifar10`: the full-scale config, CIFAR-10 ResNet-18 via TFDS, each regulariser over a small λ grid.
+"""`weissi.cifar10`: the full-scale config, CIFAR-10 ResNet-18, each regulariser over a small λ grid.
 
-Every (method, λ) is one run through the shared harness (`shared.train`, `shared.loop.fit`,
+Every (method, λ) is one run through `shared.trainer` (via `shared.classification.train_and_evaluate`,
 crop + flip augmentation in the step); λ is chosen per method on a held-out validation split and the
 chosen run's test accuracy reported. SGD (lr `sgd_lr`, cosine, momentum) for none / l2 / weight_decay /
 weissi; Adam (`adam_lr`, cosine) for adamw / decoupled_weissi. Our choice of grids: the paper's recipe was
-not obtained here. With BatchNorm after every conv, those kernels are scale-invariant on their own
+not obtained here. Data: `config.data_dir` holds the CIFAR-10 python release or a TFDS build
+(`shared.cifar_files`). With BatchNorm after every conv, those kernels are scale-invariant on their own
 (van Laarhoven 2017): the regularisers then mainly act as effective learning-rate controls.
 """
 
@@ -15,7 +16,8 @@ import optax
 from flax import nnx
 
 from shared.augment import random_crop_flip
-from shared.classification import make_resnet, tfds_train_val_test, train_and_evaluate, unit_images
+from shared.cifar_files import train_val_test
+from shared.classification import make_resnet, train_and_evaluate, unit_images
 from shared.transforms import add_decoupled_weissi, default_weissi_mask, weissi_penalty
 from weissi.configs import CifarConfig
 from weissi.invariance import l2_penalty
@@ -57,7 +59,7 @@ def train_one(config: CifarConfig, method: str, lam: float, ctx, train_source, e
 
 
 def run(config: CifarConfig, ctx) -> dict:
-    train_source, eval_sets = tfds_train_val_test(config.dataset, config.val_size, config.data_dir)
+    train_source, eval_sets = train_val_test(config.dataset, config.val_size, config.data_dir)
     metrics, rows = {}, []
     for method in config.methods:
         runs = {lam: train_one(config, method, lam, ctx, train_source, eval_sets) for lam in config.grid(method)}
