@@ -39,3 +39,28 @@ def test_bad_input_names_the_argument():
         make_synthetic("spiral", label_noise=-0.1)
     with pytest.raises(ValueError, match="n_test"):
         make_synthetic("spiral", n_test=0)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "sinusoid", "spiral"])
+def test_measured_flip_rate_is_the_configured_noise(name):
+    """Against the same draw with label_noise=0 (the inputs are identical), the fraction of changed
+    train and validation labels is 0.2 within 4 binomial standard deviations, test labels are all
+    clean, and the flips hit both classes in proportion to their sizes. Fails if labels are never (or
+    always, or only in one class) flipped."""
+    noise, n = 0.2, 1000
+    d = make_synthetic(name, n_train=n, n_val=n // 2, n_test=200, label_noise=noise, seed=7)
+    clean = make_synthetic(name, n_train=n, n_val=n // 2, n_test=200, label_noise=0.0, seed=7)
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(d[f"x_{split}"], clean[f"x_{split}"])
+        flipped = d[f"y_{split}"] != clean[f"y_{split}"]
+        m = len(flipped)
+        assert abs(flipped.mean() - noise) < 4 * np.sqrt(noise * (1 - noise) / m), (split, flipped.mean())
+        ones = clean[f"y_{split}"] == 1
+        share = ones.mean()  # a uniformly chosen flip is in class 1 with this probability
+        k = flipped.sum()
+        assert abs(flipped[ones].sum() / k - share) < 4 * np.sqrt(share * (1 - share) / k)
+    np.testing.assert_array_equal(d["y_test"], clean["y_test"])
+    if name == "sinusoid":  # the clean labels are the documented rule, so the flips are measured against it
+        x = d["x_train"]
+        rule = (1.5 * x[:, 0] + np.sin(1.5 * x[:, 1]) > 0).astype(np.int32)
+        np.testing.assert_array_equal(clean["y_train"], rule)
