@@ -100,13 +100,27 @@ DIGITS_QUICK = DigitsLTConfig()
 DIGITS_FULL = dataclasses.replace(DIGITS_QUICK, seeds=10, hidden=(256, 256), steps=1000)
 
 
+CIFAR_MODELS = ("la_resnet32", "he_resnet")
+INPUT_SCALINGS = ("centre", "standardise")
+
+
 @dataclasses.dataclass(frozen=True)
 class CifarLTConfig:
-    """CIFAR-10-LT / CIFAR-100-LT (Menon et al. 2021, Sec. 6.2): ResNet-32, SGD, 200 epochs.
+    """CIFAR-10-LT / CIFAR-100-LT (Menon et al. 2021, Sec. 6.2); the defaults are the official CIFAR-10-LT recipe.
 
-    `methods` are trained one after the other (each resumable); `posthoc` (τ = 1) and
-    `posthoc_tuned` (τ tuned on `holdout_fraction` of the test set) re-score the ERM model.
-    `mock_data=True` runs on `tfds.testing.mock_data` (a smoke test of the whole pipeline).
+    The official code (google-research `logit_adjustment/`: `main.py`, `utils.py`, `models.py`) trains
+    `model="la_resnet32"` (`shared.models.la_resnet32`; `"he_resnet"` is He et al.'s basic-block net of
+    `depth`) with SGD momentum 0.9, `nesterov`, batch 128, lr 0.1 warmed up linearly from 0 over
+    `warmup_epochs`, times `decay_factor` at each of `decay_epochs`, for `epochs`; Keras `l2(1e-4)` on
+    conv kernels and the dense kernel and bias, i.e. `weight_decay` = 2e-4 times w added to the gradient
+    with `weight_decay_batchnorm=False`; inputs x/255 - 0.5 (`input_scaling="centre"`; `"standardise"`
+    uses the per-channel mean / std), 4-pixel pad + random crop + flip.
+    Data: `data_dir` holds the CIFAR python release or a TFDS build (`shared.cifar_files`); the
+    long-tailed training set keeps n_i = floor(n_max rho^(-i/(K-1))) images of class i (12,406 for
+    CIFAR-10, 10,847 for CIFAR-100 at rho = 100), drawn with `subsample_seed`: the same counts as the
+    official pre-built files, not the same images. `methods` are trained one after the other (each
+    resumable); `posthoc` (tau = 1) and `posthoc_tuned` (tau tuned on `holdout_fraction` of the test
+    set) re-score the ERM model. `mock_data=True` runs on `tfds.testing.mock_data` (a smoke test).
     """
 
     seed: int = 0
@@ -115,15 +129,20 @@ class CifarLTConfig:
     mock_data: bool = False
     mock_examples: int = 400
     rho: float = 100.0
-    depth: int = 32
+    subsample_seed: int = 0
+    model: str = "la_resnet32"
+    depth: int = 32  # of model="he_resnet"
     methods: tuple[str, ...] = ("erm", "balanced_ce", "ldam", "equalised", "logit_adjusted_loss")
-    epochs: int = 200
+    epochs: int = 1241
     batch_size: int = 128
     learning_rate: float = 0.1
     momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 5
-    decay_epochs: tuple[int, ...] = (160, 180)
+    nesterov: bool = True
+    weight_decay: float = 2e-4
+    weight_decay_batchnorm: bool = False
+    input_scaling: str = "centre"
+    warmup_epochs: int = 20
+    decay_epochs: tuple[int, ...] = (604, 926, 1128)
     decay_factor: float = 0.1
     tau: float = 1.0
     ldam_scale: float = 0.5
@@ -145,17 +164,31 @@ class CifarLTConfig:
             raise ValueError("config.methods must include 'erm' (post-hoc adjustment re-scores it)")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"config.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.model not in CIFAR_MODELS:
+            raise ValueError(f"config.model must be one of {CIFAR_MODELS}, got {self.model!r}")
         if self.depth < 8 or (self.depth - 2) % 6:
             raise ValueError(f"config.depth must be 6n + 2, got {self.depth}")
+        if self.input_scaling not in INPUT_SCALINGS:
+            raise ValueError(f"config.input_scaling must be one of {INPUT_SCALINGS}, got {self.input_scaling!r}")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError("config.weight_decay must be >= 0 and config.momentum in [0, 1)")
+        if self.warmup_epochs < 0 or not 0 < self.decay_factor <= 1:
+            raise ValueError("config.warmup_epochs must be >= 0 and config.decay_factor in (0, 1]")
+        if list(self.decay_epochs) != sorted(set(self.decay_epochs)) or any(e <= 0 for e in self.decay_epochs):
+            raise ValueError(f"config.decay_epochs must be increasing positive epochs, got {self.decay_epochs}")
 
     @property
     def num_classes(self) -> int:
         return 10 if self.dataset == "cifar10" else 100
 
 
+# google-research logit_adjustment/utils.py `dataset_mappings`: (1241 epochs, warm-up 20, decays 604 / 926 / 1128)
+# for CIFAR-10-LT and (1419, 22, 691 / 1059 / 1290) for CIFAR-100-LT; the rest of the recipe is shared.
 CIFAR10_FULL = CifarLTConfig()
-CIFAR100_FULL = dataclasses.replace(CIFAR10_FULL, dataset="cifar100")
+CIFAR100_FULL = dataclasses.replace(CIFAR10_FULL, dataset="cifar100", epochs=1419, warmup_epochs=22,
+                                    decay_epochs=(691, 1059, 1290))
 # A smoke run of the whole pipeline on mock data (seconds); the numbers mean nothing.
-CIFAR_QUICK = dataclasses.replace(CIFAR10_FULL, mock_data=True, mock_examples=200, rho=10.0, depth=8,
-                                  methods=("erm",), epochs=1, batch_size=16, max_steps=2, eval_batch_size=64,
-                                  log_every=1, checkpoint_every=1, warmup_epochs=0)
+CIFAR_QUICK = dataclasses.replace(CIFAR10_FULL, mock_data=True, mock_examples=200, rho=10.0, model="he_resnet",
+                                  depth=8, methods=("erm",), epochs=1, batch_size=16, max_steps=2,
+                                  eval_batch_size=64, log_every=1, checkpoint_every=1, warmup_epochs=0,
+                                  decay_epochs=())
