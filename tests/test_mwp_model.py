@@ -29,13 +29,39 @@ def test_noisy_source_loss_reduces_to_known_cases(model):
     np.testing.assert_allclose(noisy_source_loss(1.0, 12, 13)(model, batch, rng)[0], clean, rtol=1e-6)
     noisy = noisy_source_loss(1.0, 10, 20)(model, batch, rng)[0]
     assert np.isfinite(float(noisy)) and not np.allclose(noisy, clean)
-    # the noise only touches the source: the loss equals the clean loss of the corrupted batch
-    flip_all = noisy_source_loss(1.0, 10, 20)
-    k1, k2 = jax.random.split(jax.random.fold_in(rng, 1))
-    rand = jax.random.randint(k2, ids.shape, 10, 20, dtype=ids.dtype)
-    corrupted = jnp.where((seg == 0) & (ids >= 10), rand, ids)
-    np.testing.assert_allclose(flip_all(model, batch, rng)[0],
-                               unilm.seq2seq_loss(model, {"ids": corrupted, "segments": seg}, rng)[0], rtol=1e-6)
+
+
+def _corrupted_ids(monkeypatch, noise, low, high, ids, seg, rng):
+    """The ids that `noisy_source_loss` hands to `seq2seq_loss` (which is replaced by a recorder)."""
+    seen = []
+    monkeypatch.setattr(unilm, "seq2seq_loss", lambda model, batch, rng: seen.append(batch["ids"]) or (0.0, {}))
+    noisy_source_loss(noise, low, high)(None, {"ids": ids, "segments": seg}, rng)
+    return np.asarray(seen[0])
+
+
+def test_noisy_source_replaces_only_source_characters_at_the_configured_rate(monkeypatch):
+    """Properties of the corruption, not its key derivation: target tokens and ids outside [low, high)
+    never change; an eligible source id is redrawn with probability `noise`, uniformly over [low, high)
+    (so it changes with probability noise·(1 − 1/(high − low))), within 4.5 binomial standard deviations;
+    the same rng gives the same corruption, another rng another one."""
+    rng_np = np.random.default_rng(0)
+    ids = jnp.asarray(rng_np.integers(0, 30, size=(64, 96)), jnp.int32)  # ids < 10 are special, ≥ 20 other
+    seg = jnp.asarray(np.arange(96)[None, :] >= 64, jnp.int32).repeat(64, axis=0)  # last third: target
+    noise, low, high = 0.3, 10, 20
+    out = _corrupted_ids(monkeypatch, noise, low, high, ids, seg, jax.random.PRNGKey(1))
+    ids, seg = np.asarray(ids), np.asarray(seg)
+    eligible = (seg == 0) & (ids >= low) & (ids < high)
+    np.testing.assert_array_equal(out[~eligible], ids[~eligible])
+    assert out[eligible].min() >= low and out[eligible].max() < high
+    changed = out[eligible] != ids[eligible]
+    p, n = noise * (1 - 1 / (high - low)), eligible.sum()
+    assert abs(changed.mean() - p) < 4.5 * np.sqrt(p * (1 - p) / n), changed.mean()
+    counts = np.bincount(out[eligible][changed] - low, minlength=high - low) / changed.sum()
+    assert np.abs(counts - 0.1).max() < 4.5 * np.sqrt(0.1 * 0.9 / changed.sum())  # uniform replacements
+    again = _corrupted_ids(monkeypatch, noise, low, high, jnp.asarray(ids), jnp.asarray(seg), jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(again, out)
+    other = _corrupted_ids(monkeypatch, noise, low, high, jnp.asarray(ids), jnp.asarray(seg), jax.random.PRNGKey(2))
+    assert (other != out).sum() > 0.1 * changed.sum()
 
 
 def _naive_greedy(forward, source, max_new, t=16):
