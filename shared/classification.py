@@ -1,5 +1,6 @@
-"""Image classification on the harness: the ResNet factory, TFDS train/val/test splits, evaluation sums,
-and one complete train-then-evaluate run (used by the CIFAR-10 configs of `flooding` and `weissi`).
+"""Image classification on the harness: the ResNet factory, evaluation sums, and one complete
+train-then-evaluate run (used by the CIFAR-10 configs of `flooding` and `weissi`, which read their
+train/val/test splits with `shared.cifar_files.train_val_test`).
 """
 
 from __future__ import annotations
@@ -8,16 +9,13 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
-from shared import data
 from shared.models import ResNet18, cifar_resnet
 from shared.trainer import Loop, Trainer
 
-__all__ = ["make_resnet", "unit_images", "classification_sums", "load_arrays", "tfds_train_val_test",
-           "train_and_evaluate"]
+__all__ = ["make_resnet", "unit_images", "classification_sums", "train_and_evaluate"]
 
 
 def make_resnet(name: str, num_classes: int, seed: int) -> nnx.Module:
@@ -45,21 +43,6 @@ def classification_sums(model: nnx.Module, batch: dict, preprocess: Callable = l
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     correct = (logits.argmax(-1) == batch["label"]).astype(losses.dtype)
     return {"loss": (losses * batch["weight"]).sum(), "accuracy": (correct * batch["weight"]).sum()}
-
-
-def load_arrays(source) -> dict[str, np.ndarray]:
-    """A whole random-access source in memory: {"image": [N, ...], "label": [N]}."""
-    examples = [data.drop_non_array_fields(source[i]) for i in range(len(source))]
-    return {k: np.stack([e[k] for e in examples]) for k in ("image", "label")}
-
-
-def tfds_train_val_test(dataset: str, val_size: int, data_dir: str = ""):
-    """(training source without its last `val_size` examples, {"val": arrays, "test": arrays})."""
-    data_dir = data_dir or None
-    train_source = data.tfds_source(dataset, f"train[:-{val_size}]", data_dir)
-    eval_sets = {"val": load_arrays(data.tfds_source(dataset, f"train[-{val_size}:]", data_dir)),
-                 "test": load_arrays(data.tfds_source(dataset, "test", data_dir))}
-    return train_source, eval_sets
 
 
 def train_and_evaluate(model: nnx.Module, tx: optax.GradientTransformation, loss: Callable, *, config, ctx,
