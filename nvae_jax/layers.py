@@ -65,10 +65,10 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Stride-1 'same' depthwise conv: y[b,h,w,c] = Σ_ij x[b,h+i−p,w+j−p,c] · kernel[i,j,0,c], p = ⌊(k−1)/2⌋.
 
     x [B, H, W, C], kernel [k, k, 1, C] (HWIO with one input channel per group) → [B, H, W, C].
-    On CPU it is `_depthwise_taps` (k² shifted multiply-adds with a hand-written VJP): XLA:CPU's grouped
+    On CPU it is `_depthwise_taps` (k² shifted multiply-adds with a custom JVP): XLA:CPU's grouped
     convolution is 5–10× slower there, forward and backward (measured in this repo at 5×5, 96–384
-    channels). GPU and TPU use the native grouped convolution. Being a `jax.custom_vjp`, the CPU version
-    supports reverse-mode autodiff (grad, vjp, jacrev) but not forward mode (jvp, jacfwd).
+    channels). GPU and TPU use the native grouped convolution. Both support every JAX transformation:
+    grad / vjp / jacrev, and forward mode (jvp, linearize, jacfwd, Hessians).
     """
     if jax.default_backend() != "cpu":
         pad = _same_padding(kernel.shape[0])
@@ -92,38 +92,62 @@ def _shifted_sum(x: jax.Array, kernel: jax.Array, lo: int, hi: int) -> jax.Array
     return functools.reduce(jnp.add, taps)
 
 
-@jax.custom_vjp
+def _scattered_sum(dx: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`_shifted_sum(dx, kernel, lo, hi)` as crop(Σ_ij pad(dx · kernel[i,j,0], (k−1−i, i), (k−1−j, j))), crop from hi.
+
+    Same values, other form: each tap's product is padded into place rather than read from a padded
+    input, so JAX's transpose of this linear map in dx is the correlation of the cotangent with the
+    flipped kernel as k² slices of one padded buffer; the slice form's transpose pads k² copies of the
+    cotangent instead, which is slower (benchmarks/bench_forward_mode.py).
+    """
+    k = kernel.shape[0]
+    lo, hi = _same_padding(k)
+    h, w = dx.shape[1:3]
+    terms = [jnp.pad(dx * kernel[i, j, 0][None, None, None, :], ((0, 0), (k - 1 - i, i), (k - 1 - j, j), (0, 0)))
+             for i in range(k) for j in range(k)]
+    return functools.reduce(jnp.add, terms)[:, hi:hi + h, hi:hi + w, :]
+
+
+def _tap_scan(x: jax.Array, dkernel: jax.Array) -> jax.Array:
+    """Σ_t pad(x)[b, h+i_t, w+j_t, c] · dkernel[i_t, j_t, 0, c] over the k² taps t = (i_t, j_t), linear in dkernel.
+
+    A `lax.scan` over taps reading dynamic slices of the padded x, its body rematerialised
+    (`jax.checkpoint`): JAX's transpose is then one scan of per-tap reductions Σ_bhw slice_t(x)·g and
+    stores no shifted copy of x; without the remat it stacks k² of them, and unrolled static slices
+    are as slow (benchmarks/bench_forward_mode.py).
+    """
+    k = dkernel.shape[0]
+    lo, hi = _same_padding(k)
+    xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+
+    @functools.partial(jax.checkpoint, prevent_cse=False)  # CSE is already blocked inside scan
+    def tap(acc, t_and_row):
+        t, row = t_and_row
+        window = jax.lax.dynamic_slice(xp, (0, t // k, t % k, 0), x.shape)
+        return acc + window * row[None, None, None, :], None
+
+    acc, _ = jax.lax.scan(tap, jnp.zeros_like(x), (jnp.arange(k * k), dkernel.reshape(k * k, -1)))
+    return acc
+
+
+@jax.custom_jvp
 def _depthwise_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _shifted_sum(x, kernel, *_same_padding(kernel.shape[0]))
 
 
-def _depthwise_taps_fwd(x, kernel):
-    return _depthwise_taps(x, kernel), (x, kernel)
+@_depthwise_taps.defjvp
+def _depthwise_taps_jvp(primals, tangents):
+    """ẏ = dw(ẋ, kernel) + dw(x, k̇), bilinearity of the conv; linear in (ẋ, k̇), so JAX transposes it for the VJP.
 
-
-def _depthwise_taps_bwd(res, g):
-    """∂x = g correlated with the flipped kernel (padding swapped);
+    The two terms are written (`_scattered_sum`, `_tap_scan`) so that their transposes are the fast
+    backward: ∂x = g correlated with the flipped kernel, and
     ∂kernel[i,j,0,c] = Σ_bhw pad(x)[b,h+i,w+j,c]·g[b,h,w,c].
-
-    The k² kernel-gradient reductions run as one `lax.map` over taps reading dynamic slices of the padded
-    input: autodiff of the forward instead materialises every shifted copy of x (k² − 1 buffers of x's
-    size), and unrolled reductions over static slices were 2× slower on XLA:CPU.
+    Autodiff of the forward instead materialises every shifted copy of x.
     """
-    x, kernel = res
-    k = kernel.shape[0]
-    lo, hi = _same_padding(k)
-    dx = _shifted_sum(g, kernel[::-1, ::-1], hi, lo)
-    xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-
-    def tap_grad(t):
-        window = jax.lax.dynamic_slice(xp, (0, t // k, t % k, 0), x.shape)
-        return jnp.sum(window * g, axis=(0, 1, 2))
-
-    dk = jax.lax.map(tap_grad, jnp.arange(k * k))  # [k², C], row t = tap (t // k, t % k)
-    return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
-
-
-_depthwise_taps.defvjp(_depthwise_taps_fwd, _depthwise_taps_bwd)
+    x, kernel = primals
+    dx, dkernel = tangents
+    y = _depthwise_taps(x, kernel)
+    return y, (_scattered_sum(dx, kernel) + _tap_scan(x, dkernel)).astype(y.dtype)
 
 
 class SpectralVector(nnx.Variable):

@@ -10,9 +10,10 @@ The target t is not added to Ω_k (as in SPACES); the loss is still ≥ 0 becaus
 log-sum-exp is ≥ the largest logit. With k = K both reduce to the dense softmax / cross-entropy.
 Reference: Su, "SPACES" (kexue.fm/archives/8046, 2021); Sun et al. 2021, arXiv:2112.12433.
 
-Both functions have a custom VJP that works on the [..., k] top-k values and writes them into zeros
-at the top-k indices (exactly Ω_k, ties included), so the sparse CE forward + backward costs about
-the same as the dense CE's on CPU; rebuilding the mask with an elementwise threshold test s > v_k or
+Both functions have a custom JVP that works on the [..., k] top-k values and writes them into zeros
+at the top-k indices (exactly Ω_k, ties included); JAX transposes it for reverse mode, and forward
+mode (jvp, linearize, Hessians) works too. The sparse CE forward + backward costs about the same as
+the dense CE's on CPU; rebuilding the mask with an elementwise threshold test s > v_k or
 (s = v_k and index ≤ i_k) over the whole [B, K] array was slower (benchmarks/bench_losses.py; figures
 in benchmarks/RESULTS.md).
 
@@ -114,31 +115,33 @@ def top_k_mask(logits, k: int, axis: int = -1):
     return jnp.moveaxis(mask, -1, axis)
 
 
-# Both custom VJPs work on the [..., k] top-k values only and scatter them into zeros at the top-k
-# indices (which are exactly Ω_k, ties included); on CPU this measured faster than rebuilding the
-# mask with an elementwise threshold comparison (s > v_k or s = v_k with index ≤ i_k) over [B, K].
+# Both functions are `jax.custom_jvp`s whose tangent rules gather the tangent at the top-k indices
+# and scatter into zeros there. The rules are linear in the tangent, so JAX transposes them for reverse
+# mode into the gathers and scatters of the hand-written VJPs they replaced (as fast:
+# benchmarks/bench_forward_mode.py), and forward mode (jvp, linearize, Hessians) works as well.
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _top_k_softmax(x, k: int):
+    """(softmax of the k largest logits [..., k], in at least float32; their indices [..., k])."""
+    vals, idx = _top_k(x, k)
+    return jax.nn.softmax(vals.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=-1), idx
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _sparse_softmax_last(x, k):
-    return _sparse_softmax_fwd(x, k)[0]
+    q, idx = _top_k_softmax(x, k)
+    return _scatter_last(q.astype(x.dtype), idx, x.shape[-1])
 
 
-def _sparse_softmax_fwd(x, k):
-    vals, idx = _top_k(x, k)  # [..., k]
-    q = jax.nn.softmax(vals.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=-1)  # [..., k]
-    return _scatter_last(q.astype(x.dtype), idx, x.shape[-1]), (q, idx)
-
-
-def _sparse_softmax_bwd(k, res, g):
-    # Jacobian of softmax on Ω_k: dp_i/ds_j = p_i (δ_ij − p_j); zero outside Ω_k.
-    q, idx = res
-    gk = jnp.take_along_axis(g, idx, axis=-1).astype(q.dtype)  # [..., k]
-    dq = q * (gk - jnp.sum(q * gk, axis=-1, keepdims=True))
-    return (_scatter_last(dq.astype(g.dtype), idx, g.shape[-1]),)
-
-
-_sparse_softmax_last.defvjp(_sparse_softmax_fwd, _sparse_softmax_bwd)
+@_sparse_softmax_last.defjvp
+def _sparse_softmax_jvp(k, primals, tangents):
+    """ṗ_i = p_i (ṡ_i − Σ_{j∈Ω_k} p_j ṡ_j) on Ω_k, 0 elsewhere (Ω_k is locally constant)."""
+    (x,), (dx,) = primals, tangents
+    q, idx = _top_k_softmax(x, k)
+    dk = jnp.take_along_axis(dx, idx, axis=-1).astype(q.dtype)  # [..., k]
+    dq = q * (dk - jnp.sum(q * dk, axis=-1, keepdims=True))
+    num_classes = x.shape[-1]
+    return _scatter_last(q.astype(x.dtype), idx, num_classes), _scatter_last(dq.astype(dx.dtype), idx, num_classes)
 
 
 def sparse_softmax(logits, k: int, axis: int = -1):
@@ -162,41 +165,32 @@ def sparse_softmax(logits, k: int, axis: int = -1):
     return jnp.moveaxis(p, -1, axis)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _sparse_ce(x, labels, k):
-    return _sparse_ce_fwd(x, labels, k)[0]
+def _sparse_ce_parts(x, labels, k):
+    """(loss [B] in x's dtype, softmax of the top-k logits [B, k], their indices [B, k]).
 
-
-def _sparse_ce_fwd(x, labels, k):
+    loss = logsumexp(top-k logits) − s_label, in at least float32.
+    """
     vals, idx = _top_k(x, k)  # [B, k]
     vals = vals.astype(jnp.promote_types(x.dtype, jnp.float32))
     lse = jax.nn.logsumexp(vals, axis=-1)  # [B]
     s_t = jnp.take_along_axis(x, labels[..., None], axis=-1)[..., 0].astype(vals.dtype)  # [B]
-    loss = lse - s_t
-    return loss.astype(x.dtype), (labels, vals, idx, lse, jnp.zeros((0, x.shape[-1]), x.dtype))
+    return (lse - s_t).astype(x.dtype), jnp.exp(vals - lse[..., None]), idx
 
 
-def _sparse_ce_bwd(k, res, g):
-    labels, vals, idx, lse, carrier = res  # carrier: [0, K], holds K and the logits dtype
-    num_classes = carrier.shape[-1]
-    gf = g.astype(vals.dtype)
-    pk = jnp.exp(vals - lse[..., None]) * gf[..., None]  # g · sparse softmax on Ω_k, [B, k]
-    dx = _scatter_last(pk, idx, num_classes)  # [B, K]
-    dx = _sub_at_labels(dx, labels, gf)  # − g · onehot(label), a scatter of B entries
-    return dx.astype(carrier.dtype), None
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _sparse_ce(x, labels, k):
+    return _sparse_ce_parts(x, labels, k)[0]
 
 
-def _sub_at_labels(dx, labels, g):
-    lead = labels.shape
-    n = 1
-    for d in lead:
-        n *= d
-    flat = dx.reshape(n, dx.shape[-1])
-    flat = flat.at[jnp.arange(n), labels.reshape(n)].add(-g.reshape(n), mode="drop")
-    return flat.reshape(dx.shape)
-
-
-_sparse_ce.defvjp(_sparse_ce_fwd, _sparse_ce_bwd)
+@_sparse_ce.defjvp
+def _sparse_ce_jvp(k, primals, tangents):
+    """ℓ̇ = Σ_{i∈Ω_k} p_i ṡ_i − ṡ_label, p the sparse softmax; the integer labels get no tangent."""
+    x, labels = primals
+    dx = tangents[0]
+    loss, pk, idx = _sparse_ce_parts(x, labels, k)
+    dxk = jnp.take_along_axis(dx, idx, axis=-1).astype(pk.dtype)  # [B, k]
+    dxt = jnp.take_along_axis(dx, labels[..., None], axis=-1)[..., 0].astype(pk.dtype)  # [B]
+    return loss, (jnp.sum(pk * dxk, axis=-1) - dxt).astype(x.dtype)
 
 
 def sparse_softmax_cross_entropy(logits, labels, k: int):
