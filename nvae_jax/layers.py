@@ -31,8 +31,9 @@ def _host_generator(key: jax.Array) -> np.random.Generator:
 def host_normal(key: jax.Array, shape: tuple[int, ...], scale: float = 1.0) -> jax.Array:
     """scale · N(0, 1) of `shape`, drawn on the host by NumPy seeded from `key`.
 
-    Eager `jax.random.normal` compiles one XLA program per distinct shape (~0.2 s each on CPU), which
-    dominated building a model; NumPy needs none. Under tracing (eval_shape, jit) it falls back to
+    Eager `jax.random.normal` compiles one XLA program per distinct shape, which dominated building a
+    model; NumPy needs none (`benchmarks/bench_nvae.py` reports the build time; figures in
+    benchmarks/RESULTS.md, nvae_jax item 6). Under tracing (eval_shape, jit) it falls back to
     `jax.random.normal`, which only traces.
     """
     if isinstance(key, jax.core.Tracer):
@@ -66,8 +67,8 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     x [B, H, W, C], kernel [k, k, 1, C] (HWIO with one input channel per group) → [B, H, W, C].
     On CPU it is `_depthwise_taps` (k² shifted multiply-adds with a custom JVP): XLA:CPU's grouped
-    convolution is 5–10× slower there, forward and backward (measured in this repo at 5×5, 96–384
-    channels). GPU and TPU use the native grouped convolution. Both support every JAX transformation:
+    convolution is several times slower there, forward and backward (figures in benchmarks/RESULTS.md,
+    nvae_jax item 2). GPU and TPU use the native grouped convolution. Both support every JAX transformation:
     grad / vjp / jacrev, and forward mode (jvp, linearize, jacfwd, Hessians).
     """
     if jax.default_backend() != "cpu":
