@@ -261,6 +261,55 @@ def gated_path_coefficients(cell: str, params: dict, xs: jax.Array, state0=None)
             "update_input": (hh - prev) * z * (1 - z), "reset_input": prev * r * (1 - r)}
 
 
+ODD_TERMS = {"lstm": ("forget_input", "input_input"), "gru": ("update_input", "reset_input")}
+
+
+def gated_jacobians_from_coefficients(cell: str, params: dict, coefficients: dict, drop=()) -> jax.Array:
+    """The one-step Jacobians rebuilt from `gated_path_coefficients`, with the named terms left out.
+
+    LSTM: the post's ∂c_t/∂c_{t−1} (`lstm_cell_jacobian`, o_{t−1} held fixed: no output-gate path);
+    GRU: ∂h_t/∂h_{t−1} (`gru_jacobian`). drop ⊆ {"candidate"} ∪ ODD_TERMS[cell] zeroes those
+    coefficients (the ablations of the report). coefficients: [T, d] each; returns [T, d, d].
+    """
+    unknown = set(drop) - {"candidate", *ODD_TERMS[cells.check_cell(cell)]}
+    if unknown:
+        raise ValueError(f"drop: unknown terms {sorted(unknown)} for cell {cell!r}")
+    co = {k: (jnp.zeros_like(v) if k in drop or (k == "candidate_out" and "candidate" in drop) else v)
+          for k, v in coefficients.items()}
+    d = cells.hidden_size(params)
+    ut = params["U"].T
+    blocks = [ut[j * d:(j + 1) * d] for j in range(cells.NUM_BLOCKS[cell])]
+
+    def one(c):
+        if cell == "lstm":
+            u_i, u_f, u_g, _ = blocks
+            mix = c["forget_input"][:, None] * u_f + c["input_input"][:, None] * u_i + c["candidate_out"][:, None] * u_g
+            return jnp.diag(c["keep"]) + mix * c["candidate_in"][None, :]
+        u_z, u_r, u_h = blocks
+        inner = jnp.diag(c["candidate_in"]) + c["reset_input"][:, None] * u_r
+        return jnp.diag(c["keep"]) + c["update_input"][:, None] * u_z + c["candidate_out"][:, None] * (u_h @ inner)
+
+    return jax.vmap(one)(co)
+
+
+def product_log_rate(jacobians: jax.Array, min_lag: int = 1, view=(slice(None), slice(None))) -> jax.Array:
+    """Fitted per-step log-rate of ‖(J_T ⋯ J_{T−lag+1})[view]‖_F over lags ≥ min_lag.
+
+    jacobians [T, D, D] -> scalar; view: (rows, cols) of the product, e.g. the LSTM's cell block.
+    The product is renormalised every step with the scale kept as a log (no float32 underflow).
+    """
+    def body(carry, jac):
+        x, lam = carry
+        x = x @ jac
+        n = jnp.linalg.norm(x)
+        x = x / n
+        return (x, lam + jnp.log(n)), lam + jnp.log(n) + jnp.log(jnp.linalg.norm(x[view]))
+
+    _, logs = jax.lax.scan(body, (jnp.eye(jacobians.shape[-1], dtype=jacobians.dtype),
+                                  jnp.zeros((), jacobians.dtype)), jacobians[::-1])
+    return fitted_log_rate(logs, min_lag)
+
+
 def predicted_log_rate_gated(coefficients: dict, gain: float) -> jax.Array:
     """Mean-field rate of the gated cells, forget gate and candidate path together:
 

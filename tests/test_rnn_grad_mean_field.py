@@ -13,24 +13,6 @@ KEY = jax.random.PRNGKey(0)
 D, T = 32, 80
 
 
-def _blocks(params, k):
-    ut = params["U"].T
-    d = params["U"].shape[0]
-    return [ut[j * d:(j + 1) * d] for j in range(k)]
-
-
-def _rebuilt(cell, params, co, t):
-    """The one-step Jacobian at step t rebuilt from the coefficients (LSTM: the post's ∂c_t/∂c_{t−1})."""
-    c = {k: v[t] for k, v in co.items()}
-    if cell == "lstm":
-        ui, uf, ug, _ = _blocks(params, 4)
-        mix = c["forget_input"][:, None] * uf + c["input_input"][:, None] * ui + c["candidate_out"][:, None] * ug
-        return jnp.diag(c["keep"]) + mix * c["candidate_in"][None, :]
-    uz, ur, uh = _blocks(params, 3)
-    inner = jnp.diag(c["candidate_in"]) + c["reset_input"][:, None] * ur
-    return jnp.diag(c["keep"]) + c["update_input"][:, None] * uz + c["candidate_out"][:, None] * (uh @ inner)
-
-
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_coefficients_rebuild_the_autodiff_jacobian(cell):
     p = cells.init(cell, KEY, 5, 6, gain=1.2, forget_bias=0.5)
@@ -48,22 +30,10 @@ def test_coefficients_rebuild_the_autodiff_jacobian(cell):
             ref = jax.jacfwd(lambda c_: cells.step("lstm", p, (o_prev * jnp.tanh(c_), c_), xs[t])[1])(c_prev)
         else:
             ref = jax.jacfwd(lambda h_: cells.step("gru", p, h_, xs[t]))(states[t - 1])
-        return _rebuilt(cell, p, co, t), ref
+        return J.gated_jacobians_from_coefficients(cell, p, co)[t], ref
 
     got, ref = both(p, xs)
     np.testing.assert_allclose(got, ref, atol=1e-5)
-
-
-def _product_rate(jacs, view, min_lag=10):
-    """Fitted per-step log-rate of ‖(J_T ⋯ J_{T−lag+1})[view]‖_F over lags (renormalised each step). jacs [T, D, D]."""
-    def body(carry, jac):
-        x, lam = carry
-        x = x @ jac
-        n = jnp.linalg.norm(x)
-        return (x / n, lam + jnp.log(n)), lam + jnp.log(n) + jnp.log(jnp.linalg.norm((x / n)[view]))
-
-    _, logs = jax.lax.scan(body, (jnp.eye(jacs.shape[-1]), 0.0), jacs[::-1])
-    return J.fitted_log_rate(logs, min_lag)
 
 
 def _rates(cell, p, xs):
@@ -76,14 +46,10 @@ def _rates(cell, p, xs):
     s_prev = J.flatten_state(cell, jax.tree.map(lambda a: jnp.concatenate([jnp.zeros_like(a[:1]), a[:-1]]), states))
     autodiff = jax.vmap(lambda s, x: jax.jacfwd(lambda s_: J.flat_step(cell, p, s_, x))(s))(s_prev[1:], xs[1:])
     co = J.gated_path_coefficients(cell, p, xs)
-    odd = ("forget_input", "input_input") if cell == "lstm" else ("update_input", "reset_input")
-    rebuilt = [jax.vmap(lambda t: _rebuilt(cell, p, c, t))(jnp.arange(1, xs.shape[0])) for c in
-               (co, {**co, **{k: jnp.zeros_like(co[k]) for k in odd}},
-                {**co, "candidate_out": jnp.zeros_like(co["candidate_out"])})]
     view = (slice(d, 2 * d), slice(d, 2 * d)) if cell == "lstm" else (slice(None), slice(None))
-    chains = [_product_rate(r, (slice(None), slice(None))) for r in rebuilt]
-    return (_product_rate(autodiff, view), J.predicted_log_rate_gated(co, 1.0), J.predicted_log_rate_diag(co["keep"]),
-            *chains)
+    chain = lambda drop: J.product_log_rate(J.gated_jacobians_from_coefficients(cell, p, co, drop)[1:], 10)  # noqa: E731
+    return (J.product_log_rate(autodiff, 10, view), J.predicted_log_rate_gated(co, 1.0),
+            J.predicted_log_rate_diag(co["keep"]), chain(()), chain(J.ODD_TERMS[cell]), chain(("candidate",)))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -103,8 +69,10 @@ def test_mean_field_rate_within_15_percent_and_the_terms_it_drops_do_not_matter(
     np.testing.assert_array_less(np.abs(no_odd - measured), 0.25 * (measured - no_candidate))
 
 
-def test_gated_path_coefficients_rejects_the_simple_rnn():
+def test_gated_path_coefficients_rejects_the_simple_rnn_and_unknown_terms():
     with pytest.raises(ValueError, match="cell"):
         J.gated_path_coefficients("simple", {}, jnp.zeros((5, 3)))
     with pytest.raises(ValueError, match="cell"):
         J.gated_path_coefficients("rnn", {}, jnp.zeros((5, 3)))
+    with pytest.raises(ValueError, match="drop"):
+        J.gated_jacobians_from_coefficients("gru", {}, {}, drop=("forget_input",))
