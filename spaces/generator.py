@@ -1,19 +1,19 @@
-"""The generator: UniLM seq2seq with a 3-way copy head, BIO copy labels, noise, Sparse Softmax, EMA.
+"""The generator: UniLM seq2seq with a 3-way copy head, copy labels, Sparse Softmax, EMA (SPACES).
 
-Copy labels (SPACES, kexue 8046): align source and target by a longest common subsequence; a target
-token matched to source position i is I if the previous target token is matched to i − 1 (the run
-continues in both sequences), B otherwise; unmatched target tokens are O. Ids: O = 0, B = 1, I = 2.
+Copy labels (SPACES `generate_copy_labels`): align source and target by one longest common subsequence
+(`lcs_alignment`, traced back as bert4keras does); a matched pair (i, j) is I on both sides if the
+previous matched pair is (i − 1, j − 1), B otherwise; unmatched tokens are O. Ids: O = 0, B = 1, I = 2.
+They are drawn on the host for every training draw, from the noised source
+(`spaces.generator_data.make_train_transform`).
 
 Model: `CopyGenerator` = `shared.unilm.UniLM` (sequence `[CLS] source [SEP] target [SEP]`, UniLM mask)
-plus a Dense(3) copy head on the last hidden state; like the LM head, position t predicts the label
-of token t + 1.
+plus a Dense(3) copy head on the last hidden state; in decoding, position t predicts the label of
+token t + 1.
 
-Loss per target token t (segment 1, valid), SPACES:
-    ℓ_t = sparse-CE_k(logits_t, y_{t+1}) + 2 · CE(copy_t, bio_{t+1}),   reduced as Σ ℓ / #tokens;
-sparse-CE_k = log Σ_{i∈Ω_k} e^{s_i} − s_y (k = 10; k = 0 means dense CE).
-Input noise: each non-special input token (source and teacher-forced target) is replaced with
-probability 0.15 by the token at a uniformly random position of the same sequence; the labels stay
-clean. EMA: θ̄ ← d·θ̄ + (1 − d)·θ after every step (d = 0.9999 in SPACES); evaluation uses θ̄.
+Loss (`generator_loss`): sparse-CE_k over the target tokens plus 2 · CE of the copy head at every
+non-padding position, source included, each averaged over its own positions;
+sparse-CE_k = log Σ_{i∈Ω_k} e^{s_i} − s_y (k = 10; k = 0 means dense CE). EMA: θ̄ ← d·θ̄ + (1 − d)·θ
+after every step (d = 0.9999 in SPACES); evaluation uses θ̄.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from shared.sparse_softmax import sparse_softmax_cross_entropy
 from shared.unilm import UniLM, seq2seq_targets
 from spaces.metrics import lcs_rows
 
-__all__ = ["O", "B", "I", "lcs_alignment", "copy_labels", "bio_labels", "CopyGenerator", "generator_loss",
-           "copy_generator_loss", "add_noise", "ema_update", "encode_pair", "encode_pairs"]
+__all__ = ["O", "B", "I", "lcs_alignment", "copy_labels", "CopyGenerator", "generator_loss", "ema_update",
+           "encode_pair", "encode_pairs"]
 
 O, B, I = 0, 1, 2
 
@@ -76,11 +76,6 @@ def copy_labels(source: Sequence, target: Sequence) -> tuple[list[int], list[int
     return src, tgt
 
 
-def bio_labels(source: Sequence, target: Sequence) -> list[int]:
-    """O/B/I label (0/1/2) of every target token (the target side of `copy_labels`)."""
-    return copy_labels(source, target)[1]
-
-
 class CopyGenerator(nnx.Module):
     """UniLM + copy head. `model(ids, segments)` -> (LM logits [B, T, V], copy logits [B, T, 3])."""
 
@@ -97,54 +92,7 @@ class CopyGenerator(nnx.Module):
         return logits, self.copy_logits(aux["hidden"])
 
 
-def add_noise(ids: jax.Array, key: jax.Array, rate: float, special_ids: Sequence[int], pad_id: int = 0) -> jax.Array:
-    """Replaces each non-special valid token with prob `rate` by the token at a random valid position
-    of the same sequence. ids int [B, T] (valid tokens left-aligned) -> int [B, T]."""
-    if rate == 0.0:
-        return ids
-    k1, k2 = jax.random.split(key)
-    valid = ids != pad_id
-    length = valid.sum(-1, keepdims=True)  # [B, 1]
-    special = jnp.isin(ids, jnp.asarray(tuple(special_ids), ids.dtype))
-    replace = jax.random.bernoulli(k1, rate, ids.shape) & valid & ~special
-    pos = jnp.floor(jax.random.uniform(k2, ids.shape) * length).astype(jnp.int32)  # [B, T]
-    return jnp.where(replace, jnp.take_along_axis(ids, pos, axis=1), ids)
-
-
-def generator_loss(*, sparse_k: int = 10, copy_weight: float = 2.0, noise: float = 0.15,
-                   special_ids: Sequence[int] = (0, 1, 2, 3, 4)):
-    """`fn(model, batch, rng)` for `shared.train.nnx_loss` (see the module docstring).
-
-    batch: "ids", "segments", "copy" int [B, T] (copy = BIO label of token t, O on the source);
-    optional "weight" [B]. sparse_k = 0 gives dense softmax CE; copy_weight = 0 drops the copy head.
-    """
-
-    def fn(model: CopyGenerator, batch: dict, rng: jax.Array):
-        ids, seg = batch["ids"], batch["segments"]
-        pad = model.lm.config.pad_id
-        inputs = add_noise(ids, jax.random.fold_in(rng, 1), noise, special_ids, pad)
-        key = jax.random.fold_in(rng, 2) if model.lm.config.dropout > 0 else None
-        logits, copy = model(inputs, seg, key=key)
-        labels, w = seq2seq_targets(ids, seg, pad_id=pad)  # [B, T-1]
-        if "weight" in batch:
-            w = w * batch["weight"][:, None]
-        lg = logits[:, :-1]
-        if sparse_k:
-            lm = sparse_softmax_cross_entropy(lg, labels, min(sparse_k, lg.shape[-1]))
-        else:
-            lm = -jnp.take_along_axis(jax.nn.log_softmax(lg), labels[..., None], axis=-1)[..., 0]
-        cp = -jnp.take_along_axis(jax.nn.log_softmax(copy[:, :-1]), batch["copy"][:, 1:, None], axis=-1)[..., 0]
-        n = jnp.maximum(w.sum(), 1.0)
-        lm_loss, copy_loss = (lm * w).sum() / n, (cp * w).sum() / n
-        token_acc = ((lg.argmax(-1) == labels) * w).sum() / n
-        copy_acc = ((copy[:, :-1].argmax(-1) == batch["copy"][:, 1:]) * w).sum() / n
-        return lm_loss + copy_weight * copy_loss, {"lm_loss": lm_loss, "copy_loss": copy_loss,
-                                                   "token_accuracy": token_acc, "copy_accuracy": copy_acc}
-
-    return fn
-
-
-def copy_generator_loss(*, sparse_k: int = 10, copy_weight: float = 2.0):
+def generator_loss(*, sparse_k: int = 10, copy_weight: float = 2.0):
     """`fn(model, batch, rng)` for `shared.train.nnx_loss`, on batches of
     `spaces.generator_data.make_train_transform` (noise and copy labels drawn on the host, as SPACES).
 
@@ -187,30 +135,26 @@ def ema_update(ema, params, decay: float):
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
 
-def encode_pair(vocab, source: str, target: str | None, max_source: int, max_target: int):
-    """([CLS] source [SEP] target [SEP] ids, segments, copy labels); the source keeps its LAST
-    `max_source` tokens (the judgment is at the end), the target its first `max_target` (then [SEP])."""
-    src = vocab.encode(source)[-max_source:] if max_source > 0 else []
-    ids = [vocab.cls_id] + src + [vocab.sep_id]
-    seg = [0] * len(ids)
-    cp = [O] * len(ids)
+def encode_pair(vocab, source: str, target: str | None, max_source: int, max_target: int) -> tuple[list[int], int]:
+    """(`[CLS] source [SEP]` + `target [SEP]` ids, length of `[CLS] source [SEP]`); the source keeps its
+    LAST `max_source` tokens (the judgment is at the end), the target its first `max_target`."""
+    ids = [vocab.cls_id] + (vocab.encode(source)[-max_source:] if max_source > 0 else []) + [vocab.sep_id]
+    n = len(ids)
     if target is not None:
-        tgt = vocab.encode(target)[:max_target]
-        ids += tgt + [vocab.sep_id]
-        seg += [1] * (len(tgt) + 1)
-        cp += bio_labels(src, tgt) + [O]
-    return ids, seg, cp
+        ids += vocab.encode(target)[:max_target] + [vocab.sep_id]
+    return ids, n
 
 
 def encode_pairs(vocab, sources: Sequence[str], targets: Sequence[str] | None, max_source: int,
                  max_target: int) -> dict[str, np.ndarray]:
-    """Padded int32 arrays "ids", "segments", "copy" [D, T] and "source_len" [D] ([CLS] .. [SEP] length)."""
-    rows = [encode_pair(vocab, s, None if targets is None else targets[i], max_source, max_target)
-            for i, s in enumerate(sources)]
+    """Padded int32 arrays "ids", "segments" [D, T] (T = max_source + 2, + max_target + 1 with targets) and
+    "source_len" [D] (the `[CLS] .. [SEP]` length)."""
     t = max_source + 2 + (0 if targets is None else max_target + 1)
-    out = {k: np.full((len(rows), t), vocab.pad_id if k == "ids" else 0, np.int32) for k in ("ids", "segments", "copy")}
-    out["source_len"] = np.zeros(len(rows), np.int32)
-    for d, (ids, seg, cp) in enumerate(rows):
-        out["ids"][d, :len(ids)], out["segments"][d, :len(ids)], out["copy"][d, :len(ids)] = ids, seg, cp
-        out["source_len"][d] = seg.count(0)
+    out = {"ids": np.full((len(sources), t), vocab.pad_id, np.int32), "segments": np.zeros((len(sources), t), np.int32),
+           "source_len": np.zeros(len(sources), np.int32)}
+    for d, source in enumerate(sources):
+        ids, n = encode_pair(vocab, source, None if targets is None else targets[d], max_source, max_target)
+        out["ids"][d, :len(ids)] = ids
+        out["segments"][d, n:len(ids)] = 1
+        out["source_len"][d] = n
     return out

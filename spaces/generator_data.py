@@ -24,18 +24,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from spaces.generator import copy_labels
+from spaces.generator import copy_labels, encode_pair
 
 __all__ = ["encode_generator_examples", "noise_tokens", "make_train_transform", "ORACLE", "EXTRACTED"]
 
 EXTRACTED, ORACLE = 0, 1  # rows of an example's "ids"
-
-
-def _pair_ids(vocab, source: str, target: str, max_source: int, max_target: int) -> tuple[list[int], int]:
-    src = vocab.encode(source)[-max_source:] if max_source > 0 else []
-    tgt = vocab.encode(target)[:max_target]
-    head = [vocab.cls_id] + src + [vocab.sep_id]
-    return head + tgt + [vocab.sep_id], len(head)
 
 
 def encode_generator_examples(vocab, extracted: Sequence[str], oracle: Sequence[str], targets: Sequence[str],
@@ -55,7 +48,7 @@ def encode_generator_examples(vocab, extracted: Sequence[str], oracle: Sequence[
     source_len = np.zeros((len(targets), 2), np.int32)
     for d, target in enumerate(targets):
         for row, source in ((EXTRACTED, extracted[d]), (ORACLE, oracle[d])):
-            seq, n = _pair_ids(vocab, source, target, max_source, max_target)
+            seq, n = encode_pair(vocab, source, target, max_source, max_target)
             ids[d, row, :len(seq)] = seq
             source_len[d, row] = n
     return {"ids": ids, "source_len": source_len}

@@ -31,12 +31,22 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 
-__all__ = ["WEIGHTS", "BACKENDS", "UNITS", "segment", "tokenize", "PreparedText", "prepare", "rouge_scores",
+__all__ = ["WEIGHTS", "BACKENDS", "UNITS", "describe", "segment", "tokenize", "PreparedText", "prepare", "rouge_scores",
            "weighted_rouge", "corpus_rouge", "lcs_length", "lcs_rows"]
 
 WEIGHTS = (0.2, 0.4, 0.4)
 BACKENDS = ("spaces", "rouge-score")
 UNITS = ("char", "word")
+
+
+def describe(backend: str, user_dict: str | os.PathLike | None = None) -> str:
+    """One line naming the scorer, for reports: which backend, and the jieba settings of its words."""
+    _check("char", backend)
+    if backend == "spaces":
+        words = "jieba words with HMM=False" + (f" and the user dictionary {os.fspath(user_dict)}" if user_dict
+                                                else " and no user dictionary")
+        return f"the SPACES scorer (the rouge 1.0.0 package as bojone/SPACES ran it; {words})"
+    return "rouge-score (jieba words with jieba's defaults)"
 
 
 def _check(unit: str, backend: str) -> None:

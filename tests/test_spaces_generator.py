@@ -1,26 +1,15 @@
-"""spaces.generator and spaces.vocab: BIO labels, noise, the loss against hand computation, EMA, encoding."""
+"""spaces.generator and spaces.vocab: the LCS alignment, EMA, encoding, the word vocabulary.
+(Copy labels, noise and the loss: tests/test_spaces_generator_data.py.)"""
 
 import random
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from shared import unilm
-from shared.sparse_softmax import sparse_softmax_cross_entropy
-from spaces.generator import (B, I, O, CopyGenerator, add_noise, bio_labels, ema_update, encode_pair, encode_pairs,
-                              generator_loss, lcs_alignment)
+from spaces.generator import ema_update, encode_pair, encode_pairs, lcs_alignment
 from spaces.metrics import lcs_length
 from spaces.vocab import Vocab, init_word_embeddings
-
-
-def test_bio_labels_hand_example():
-    # target x b c d z f g f against source a b c d e f g: runs "bcd" and "fg"; the last f restarts
-    assert bio_labels("abcdefg", "xbcdzfgf") == [O, B, I, I, O, B, I, O]
-    assert bio_labels("abc", "") == [] and bio_labels("", "ab") == [O, O]
-    assert bio_labels("abab", "abab") == [B, I, I, I]
 
 
 def test_lcs_alignment_is_a_longest_common_subsequence():
@@ -34,51 +23,6 @@ def test_lcs_alignment_is_a_longest_common_subsequence():
         assert all(i1 < i2 and j1 < j2 for (i1, j1), (i2, j2) in zip(pairs, pairs[1:]))
 
 
-def test_add_noise():
-    ids = jnp.asarray(np.random.default_rng(0).integers(5, 50, (64, 40)), jnp.int32).at[:, 0].set(2).at[:, 30:].set(0)
-    key = jax.random.PRNGKey(0)
-    assert (add_noise(ids, key, 0.0, (0, 2, 3)) == ids).all()
-    noisy = np.asarray(add_noise(ids, key, 0.15, (0, 1, 2, 3, 4)))
-    changed = noisy != np.asarray(ids)
-    assert (noisy[:, 0] == 2).all() and (noisy[:, 30:] == 0).all()  # specials and padding untouched
-    for row, new in zip(np.asarray(ids), noisy):  # replacements come from the same sequence
-        assert set(new.tolist()) <= set(row.tolist())
-    assert 0.08 < changed[:, 1:30].mean() < 0.16  # 15% replaced, some by an equal token
-
-
-def _tiny(vocab_size=30):
-    lm = unilm.create(unilm.TINY, vocab_size=vocab_size, max_position=32, seed=0)
-    return CopyGenerator(lm, rngs=nnx.Rngs(1))
-
-
-def _batch():
-    ids = jnp.asarray([[2, 7, 8, 9, 3, 8, 9, 11, 3, 0], [2, 12, 13, 3, 13, 14, 3, 0, 0, 0]], jnp.int32)
-    seg = jnp.asarray([[0] * 5 + [1] * 5, [0] * 4 + [1] * 6], jnp.int32)
-    copy = jnp.asarray([[0] * 5 + [B, I, O, O, O], [0] * 4 + [B, O, O, O, O, O]], jnp.int32)
-    return {"ids": ids, "segments": seg, "copy": copy}
-
-
-def test_generator_loss_matches_hand_computation():
-    model, batch = _tiny(), _batch()
-    loss, metrics = generator_loss(sparse_k=5, copy_weight=2.0, noise=0.0)(model, batch, jax.random.PRNGKey(0))
-    logits, copy = model(batch["ids"], batch["segments"])
-    lm_terms, cp_terms = [], []
-    for b in range(2):
-        for t in range(9):
-            if batch["segments"][b, t + 1] == 1 and batch["ids"][b, t + 1] != 0:
-                lm_terms.append(sparse_softmax_cross_entropy(logits[b, t], batch["ids"][b, t + 1], 5))
-                cp_terms.append(-jax.nn.log_softmax(copy[b, t])[batch["copy"][b, t + 1]])
-    assert len(lm_terms) == 7
-    np.testing.assert_allclose(loss, np.mean(lm_terms) + 2 * np.mean(cp_terms), rtol=1e-5)
-    np.testing.assert_allclose(metrics["copy_loss"], np.mean(cp_terms), rtol=1e-5)
-    # sparse with k = V is the dense loss; copy_weight 0 drops the copy term
-    dense, _ = generator_loss(sparse_k=0, copy_weight=0.0, noise=0.0)(model, batch, jax.random.PRNGKey(0))
-    full, _ = generator_loss(sparse_k=30, copy_weight=0.0, noise=0.0)(model, batch, jax.random.PRNGKey(0))
-    np.testing.assert_allclose(dense, full, rtol=1e-5)
-    grads = nnx.grad(lambda m: generator_loss(noise=0.15)(m, batch, jax.random.PRNGKey(1))[0])(model)
-    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
-
-
 def test_ema_update_closed_form():
     ema = {"w": jnp.ones(3)}
     for _ in range(5):
@@ -88,14 +32,13 @@ def test_ema_update_closed_form():
 
 def test_encode_pair_truncates_source_from_the_left():
     vocab = Vocab.build(["原告张三被告李四借款元"])
-    ids, seg, cp = encode_pair(vocab, "原告张三被告李四", "张三借款", max_source=4, max_target=10)
-    assert vocab.decode(ids[1:5]) == "被告李四" and ids[0] == vocab.cls_id and ids[5] == vocab.sep_id
-    assert seg == [0] * 6 + [1] * 5 and len(cp) == len(ids)
-    assert cp[6:] == [O, O, O, O, O]  # 张三 was cut from the source, so nothing is copied
-    ids, seg, cp = encode_pair(vocab, "原告张三被告李四", "张三借款", max_source=10, max_target=10)
-    assert cp[10:] == [B, I, O, O, O]
+    ids, n = encode_pair(vocab, "原告张三被告李四", "张三借款", max_source=4, max_target=10)
+    assert vocab.decode(ids[1:5]) == "被告李四" and ids[0] == vocab.cls_id and ids[5] == vocab.sep_id and n == 6
+    assert vocab.decode(ids[6:]) == "张三借款" and ids[-1] == vocab.sep_id
     arrays = encode_pairs(vocab, ["原告张三", "被告"], ["张三", "李四借款"], 6, 3)
     assert arrays["ids"].shape == (2, 6 + 2 + 3 + 1) and arrays["source_len"].tolist() == [6, 4]
+    assert arrays["segments"][1].tolist() == [0] * 4 + [1] * 4 + [0] * 4  # 李四借 [SEP], then padding
+    assert encode_pairs(vocab, ["原告"], None, 6, 0)["ids"].shape == (1, 8)
 
 
 def test_word_vocab_and_embedding_initialisation():

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from shared import unilm
-from spaces.generator import B, I, O, CopyGenerator, copy_generator_loss, copy_labels, lcs_alignment
+from spaces.generator import B, I, O, CopyGenerator, generator_loss, copy_labels, lcs_alignment
 from spaces.generator_data import EXTRACTED, ORACLE, encode_generator_examples, make_train_transform, noise_tokens
 from spaces.vocab import Vocab
 
@@ -46,7 +46,7 @@ def test_copy_labels_on_both_sides():
     # source a b c d e f g, target x b c d z f g f: runs "bcd" and "fg" on both sides; the last f is O
     src, tgt = copy_labels("abcdefg", "xbcdzfgf")
     assert src == [O, B, I, I, O, B, I] and tgt == [O, B, I, I, O, B, I, O]
-    assert copy_labels("", "ab") == ([], [O, O])
+    assert copy_labels("", "ab") == ([], [O, O]) and copy_labels("abab", "abab") == ([B, I, I, I], [B, I, I, I])
 
 
 def _vocab():
@@ -130,7 +130,7 @@ def test_transform_bad_input():
         fn({"ids": np.zeros((2, 6), np.int32), "source_len": np.zeros(2, np.int32)}, np.random.default_rng(0))
 
 
-def test_copy_generator_loss_matches_hand_computation():
+def test_generator_loss_matches_hand_computation():
     vocab = _vocab()
     ex = encode_generator_examples(vocab, ["甲乙丙", "丁"], ["丁戊", "戊己"], ["乙丙己", "庚"], 6, 4)
     fn = make_train_transform(pad_id=vocab.pad_id, noise=0.3, oracle_fraction=0.5)
@@ -138,7 +138,7 @@ def test_copy_generator_loss_matches_hand_computation():
     batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     lm = unilm.create(unilm.TINY, vocab_size=len(vocab), max_position=16, seed=0)
     model = CopyGenerator(lm, rngs=nnx.Rngs(1))
-    loss, metrics = copy_generator_loss(sparse_k=5, copy_weight=2.0)(model, batch, jax.random.PRNGKey(0))
+    loss, metrics = generator_loss(sparse_k=5, copy_weight=2.0)(model, batch, jax.random.PRNGKey(0))
     logits, copy = (np.asarray(x, np.float64) for x in model(batch["inputs"], batch["segments"]))
     lm_terms, cp_terms = [], []
     for b in range(2):
@@ -153,3 +153,7 @@ def test_copy_generator_loss_matches_hand_computation():
     assert len(lm_terms) == int(batch["segments"].sum())  # the target tokens only
     np.testing.assert_allclose(metrics["copy_loss"], np.mean(cp_terms), rtol=1e-5)
     np.testing.assert_allclose(loss, np.mean(lm_terms) + 2 * np.mean(cp_terms), rtol=1e-5)
+    # sparse with k = V is the dense loss; copy_weight 0 drops the copy term
+    dense, _ = generator_loss(sparse_k=0, copy_weight=0.0)(model, batch, jax.random.PRNGKey(0))
+    full, _ = generator_loss(sparse_k=len(vocab), copy_weight=0.0)(model, batch, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(dense, full, rtol=1e-5)
