@@ -199,3 +199,12 @@ def test_config_names_a_bad_scorer_or_missing_user_dict(user_dict):
         dataclasses.replace(QUICK, scorer="rouge")
     with pytest.raises(ValueError, match=r"config.user_dict.*missing_dict.txt"):
         dataclasses.replace(QUICK, user_dict="/nonexistent/missing_dict.txt")
+
+
+def test_describe_names_the_scorer_and_its_dictionary(user_dict):
+    from spaces.metrics import describe
+
+    assert "rouge 1.0.0" in describe("spaces") and "HMM=False" in describe("spaces")
+    assert user_dict in describe("spaces", user_dict) and describe("rouge-score").startswith("rouge-score")
+    with pytest.raises(ValueError, match="backend"):
+        describe("rouge")
