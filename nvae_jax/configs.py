@@ -38,7 +38,7 @@ class Config:
     use_se: bool = True
     # training
     epochs: int = 400
-    batch_size: int = 200
+    batch_size: int = 200  # the global batch, split over every process and device
     learning_rate: float = 1e-2
     learning_rate_min: float = 1e-4
     warmup_epochs: int = 5
@@ -99,22 +99,26 @@ DIGITS = Config(dataset="digits", image_size=16, num_channels=8, num_preprocess_
                 num_preprocess_cells=1, num_postprocess_blocks=1, num_postprocess_cells=1,
                 num_latent_scales=2, num_groups_per_scale=1, num_latent_per_group=4,
                 epochs=30, batch_size=32, warmup_epochs=1, num_iw_samples=50, train_steps=200)
-TINY_MNIST = Config(dataset="mnist", image_size=32, num_channels=16, num_preprocess_blocks=1,
+TINY_# batch_size is the global batch: the official per-GPU batch times the official GPU count
+# (MNIST 200 x 2, CIFAR-10 32 x 8, CelebA-64 16 x 8); an epoch is the dataset over that global batch.
+MNIST = Config(dataset="mnist", image_size=32, num_channels=16, num_preprocess_blocks=1,
                     num_preprocess_cells=2, num_postprocess_blocks=1, num_postprocess_cells=2,
                     num_latent_scales=2, num_groups_per_scale=2, num_latent_per_group=20)
+# batch_size is the global batch: the official per-GPU batch times the official GPU count
+# (MNIST 200 x 2, CIFAR-10 32 x 8, CelebA-64 16 x 8); an epoch is the dataset over that global batch.
 MNIST = Config(dataset="mnist", image_size=32, num_channels=32, num_preprocess_blocks=2,
                num_preprocess_cells=3, num_postprocess_blocks=2, num_postprocess_cells=3,
                num_latent_scales=2, num_groups_per_scale=10, adaptive_groups=True,
-               num_cell_per_group_enc=2, num_cell_per_group_dec=2, epochs=400, batch_size=200)
+               num_cell_per_group_enc=2, num_cell_per_group_dec=2, epochs=400, batch_size=400)
 CIFAR10 = Config(dataset="cifar10", image_size=32, channels_in=3, output="dmol", num_channels=128,
                  num_preprocess_blocks=1, num_preprocess_cells=2, num_postprocess_blocks=1,
                  num_postprocess_cells=2, num_latent_scales=1, num_groups_per_scale=30,
-                 num_cell_per_group_enc=2, num_cell_per_group_dec=2, num_nf=1, epochs=400, batch_size=32)
+                 num_cell_per_group_enc=2, num_cell_per_group_dec=2, num_nf=1, epochs=400, batch_size=256)
 CELEBA64 = Config(dataset="celeba64", image_size=64, channels_in=3, output="dmol", num_channels=64,
                   num_preprocess_blocks=1, num_preprocess_cells=2, num_postprocess_blocks=1,
                   num_postprocess_cells=2, num_latent_scales=3, num_groups_per_scale=20,
                   adaptive_groups=True, num_cell_per_group_enc=2, num_cell_per_group_dec=2, num_nf=1,
-                  epochs=90, batch_size=16, weight_decay_norm=1e-1)
+                  epochs=90, batch_size=128, weight_decay_norm=1e-1)
 
 
 def smoke(cfg: Config) -> Config:

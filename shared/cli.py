@@ -243,7 +243,7 @@ def run_experiment(experiment: Experiment, config: Any, out_dir: pathlib.Path, *
 
 def _init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
     """`jax.distributed.initialize` before anything touches a JAX backend: with the flags when given,
-    else with no arguments when the environment describes a cluster (Cloud TPU, SLURM, ...)."""
+    else with no arguments when the environment describes a cluster (`cluster_from_environment`)."""
     given = [coordinator is not None, num_processes is not None, process_id is not None]
     if any(given) and not all(given):
         raise UsageError("multi-host runs need all three of --coordinator HOST:PORT, --num-processes N and "
@@ -253,6 +253,16 @@ def _init_distributed(coordinator: str | None, num_processes: int | None, proces
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU backend only; others ignore it
+    cluster = None if all(given) else cluster_from_environment()
+    if cluster is not None:
+        print(f"[kexue] multi-host: {cluster} environment detected; jax.distributed.initialize() with no arguments",
+              flush=True)
+        try:
+            jax.distributed.initialize(initialization_timeout=COORDINATOR_TIMEOUT_S)
+        except Exception as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UsageError(f"could not start the multi-host run that the {cluster} environment describes: "
+                             f"{first_line}") from None
     if all(given):
         if process_id != 0:  # jax aborts the process (no Python error) when the coordinator never answers
             _wait_for_coordinator(coordinator, process_id, num_processes)
@@ -264,6 +274,26 @@ def _init_distributed(coordinator: str | None, num_processes: int | None, proces
             raise UsageError(f"could not join the multi-host run at --coordinator {coordinator} as process "
                              f"{process_id} of {num_processes} within {COORDINATOR_TIMEOUT_S} s: {first_line}. "
                              "Is process 0 running, and is the address reachable from here?") from None
+
+
+def cluster_from_environment(environ: Mapping[str, str] | None = None) -> str | None:
+    """The multi-process cluster this process was started in, from its environment, else None.
+
+    Recognised (as `jax.distributed.initialize()` detects them): a SLURM step of several tasks, an
+    Open MPI job, a Cloud TPU pod slice (several worker hostnames), and `KEXUE_DISTRIBUTED=1` for any
+    other environment that JAX detects by itself. A single-process job is not a cluster.
+    """
+    env = os.environ if environ is None else environ
+    slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+    if all(k in env for k in slurm) and int(env["SLURM_NTASKS"]) > 1:
+        return "SLURM"
+    if "OMPI_MCA_orte_hnp_uri" in env and int(env.get("OMPI_COMM_WORLD_SIZE", "2")) > 1:
+        return "Open MPI"
+    if "," in env.get("TPU_WORKER_HOSTNAMES", ""):
+        return "Cloud TPU"
+    if env.get("KEXUE_DISTRIBUTED", "").lower() in ("1", "true"):
+        return "KEXUE_DISTRIBUTED"
+    return None
 
 
 def _wait_for_coordinator(coordinator: str, process_id: int, num_processes: int) -> None:

@@ -57,22 +57,33 @@ def _two_by_four(experiment, out, extra=(), process_extra=((), ())):
     return [_finish(p) for p in procs]
 
 
-def test_two_processes_by_four_devices_equal_one_by_eight(tmp_path, devices):
-    """Fails if a process feeds another share than its own (or all of every batch), if the processes
-    checkpoint into different directories, or if a process other than 0 writes the report."""
-    multi, single = tmp_path / "multi", tmp_path / "single"
-    results = _two_by_four("shared.digits_mlp", multi, DIGITS)
-    code, _, err = _finish(_kexue(["run", "shared.digits_mlp", "--out", str(single), *DIGITS], 8))
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """The digits run on 1 process x 8 devices: its directory."""
+    out = tmp_path_factory.mktemp("single")
+    code, _, err = _finish(_kexue(["run", "shared.digits_mlp", "--out", str(out), *DIGITS], 8))
     assert code == 0, err[-3000:]
-    for code, _, err in results:
-        assert code == 0, err[-3000:]
-    assert not any(p.name.startswith("process_") for p in multi.iterdir())  # one directory for everybody
+    return out
+
+
+def _assert_same_history(multi, single):
     history_multi = json.loads((multi / "metrics.json").read_text())["history"]
     history_single = json.loads((single / "metrics.json").read_text())["history"]
     assert [h["step"] for h in history_multi] == [h["step"] for h in history_single] == [10, 20, 30]
     for a, b in zip(history_multi, history_single):
         for key in ("loss", "accuracy", "grad_norm", "param_norm"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), key
+
+
+def test_two_processes_by_four_devices_equal_one_by_eight(tmp_path, devices, single):
+    """Fails if a process feeds another share than its own (or all of every batch), if the processes
+    checkpoint into different directories, or if a process other than 0 writes the report."""
+    multi = tmp_path / "multi"
+    results = _two_by_four("shared.digits_mlp", multi, DIGITS)
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    assert not any(p.name.startswith("process_") for p in multi.iterdir())  # one directory for everybody
+    _assert_same_history(multi, single)
     config = Config(hidden=(64,), batch_size=64, num_steps=30)
     step_multi, params_multi = _final_params(multi, config)
     step_single, params_single = _final_params(single, config)
@@ -82,6 +93,36 @@ def test_two_processes_by_four_devices_equal_one_by_eight(tmp_path, devices):
     for mesh_devices in (devices[:4], devices[:1]):
         _, params = _final_params(multi, config, mesh=train.make_mesh(devices=mesh_devices))
         chex.assert_trees_all_close(params, params_multi, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_a_faked_slurm_step_initialises_without_flags(tmp_path, single):
+    """Two local processes that see only SLURM's variables (as `srun -n 2` sets them) join one run."""
+    for port in range(65535, 61439, -1):  # JAX puts SLURM's coordinator on port 61440 + job id % 4096
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                break
+    out, job = tmp_path / "slurm", 4096 * 7 + port - 61440
+    procs = []
+    for i in range(2):
+        env = {"SLURM_JOB_ID": str(job), "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2",
+               "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i), "SLURM_STEP_NUM_NODES": "1"}
+        procs.append(_kexue(["run", "shared.digits_mlp", "--out", str(out), *DIGITS], 4, extra_env=env))
+    for code, out_text, err in (_finish(p) for p in procs):
+        assert code == 0, err[-3000:]
+        assert "SLURM environment detected" in out_text
+    _assert_same_history(out, single)
+
+
+def test_cluster_detection_needs_several_processes():
+    from shared.cli import cluster_from_environment
+
+    slurm = {"SLURM_JOB_ID": "1", "SLURM_STEP_NODELIST": "n1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
+    assert cluster_from_environment({**slurm, "SLURM_NTASKS": "2"}) == "SLURM"
+    assert cluster_from_environment({**slurm, "SLURM_NTASKS": "1"}) is None
+    assert cluster_from_environment({"TPU_WORKER_HOSTNAMES": "t0,t1"}) == "Cloud TPU"
+    assert cluster_from_environment({"TPU_WORKER_HOSTNAMES": "t0"}) is None
+    assert cluster_from_environment({}) is None
 
 
 def test_processes_with_different_configs_are_refused(tmp_path):
