@@ -91,3 +91,21 @@ def test_make_decoder_matches_naive_greedy(model):
         assert list(np.asarray(out[i, :len(expect)])) == expect
     out3 = make_decoder(graphdef, 3, 6, SEP)(params, rest, src, lens)
     assert out3.shape == (2, 6) and int(out3.max()) < 20
+
+
+@pytest.mark.parametrize("kwargs, expected", [({}, True), ({"drop_finished": False}, False)])
+def test_make_decoder_uses_the_baselines_beam_search(model, monkeypatch, kwargs, expected):
+    """mwp decodes with drop_finished=True (finished non-best beams dropped, as the baseline) unless told."""
+    from shared import decoding
+
+    seen = []
+
+    def recording(model, source, lens, *, max_new, **kw):  # records the option; no model run
+        seen.append(kw.get("drop_finished", False))
+        zeros = jnp.zeros((source.shape[0], 2))
+        return decoding.DecodeResult(jnp.zeros((source.shape[0], 2, max_new), jnp.int32), zeros, zeros, zeros > 0)
+
+    monkeypatch.setattr(decoding, "unilm_generate", recording)
+    graphdef, params, rest = train.split_model(model)
+    make_decoder(graphdef, 2, 3, SEP, **kwargs)(params, rest, jnp.array([[2, 5, 3]]), jnp.array([3]))
+    assert seen == [expected]
