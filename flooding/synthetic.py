@@ -8,7 +8,8 @@ with K = 2; takashiishida/flooding `synthetic/demo_synth.py`), flooded through
 L̃ = |L − b| + b (Ishida et al. 2020, Eq. 2). Training is `shared.train.make_step`, vmapped over
 flood levels and seeds (data draw and initialisation) and scanned over epochs; train / validation /
 test loss and accuracy are recorded every `eval_every` epochs. The flood level is picked on the
-(noisy) validation split by final validation accuracy (ties: lower validation loss), as the paper does.
+(noisy) validation split by final validation accuracy (ties: lower validation loss); the demo picks it
+on the clean validation labels.
 """
 
 from __future__ import annotations
