@@ -99,9 +99,7 @@ DIGITS = Config(dataset="digits", image_size=16, num_channels=8, num_preprocess_
                 num_preprocess_cells=1, num_postprocess_blocks=1, num_postprocess_cells=1,
                 num_latent_scales=2, num_groups_per_scale=1, num_latent_per_group=4,
                 epochs=30, batch_size=32, warmup_epochs=1, num_iw_samples=50, train_steps=200)
-TINY_# batch_size is the global batch: the official per-GPU batch times the official GPU count
-# (MNIST 200 x 2, CIFAR-10 32 x 8, CelebA-64 16 x 8); an epoch is the dataset over that global batch.
-MNIST = Config(dataset="mnist", image_size=32, num_channels=16, num_preprocess_blocks=1,
+TINY_MNIST = Config(dataset="mnist", image_size=32, num_channels=16, num_preprocess_blocks=1,
                     num_preprocess_cells=2, num_postprocess_blocks=1, num_postprocess_cells=2,
                     num_latent_scales=2, num_groups_per_scale=2, num_latent_per_group=20)
 # batch_size is the global batch: the official per-GPU batch times the official GPU count
