@@ -8,8 +8,8 @@ ResNet-32 (`shared.models.la_resnet32`), SGD momentum 0.9 Nesterov, batch 128, K
 and dense weights (2e-4·w on the gradient), lr 0.1 warmed up from 0 over 20 epochs and ×0.1 at
 epochs 604 / 926 / 1128 of 1241 (CIFAR-10-LT); inputs x/255 − 0.5, pad-4 crop + flip on device
 (`shared.augment`). Each method of `config.methods` is a separate, resumable run through
-`shared.trainer`; post-hoc adjustment re-scores the ERM model with τ = 1 and with τ tuned on `holdout_fraction` of the test set; every
-method is reported on the remaining test examples.
+`shared.trainer`; post-hoc adjustment re-scores the ERM model with τ = 1 and with τ tuned on
+`holdout_fraction` of the test set; every method is reported on the remaining test examples.
 """
 
 from __future__ import annotations
@@ -129,12 +129,16 @@ def decay_mask(params):
 
 
 def optimizer(config: CifarLTConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """g + `weight_decay`·w (L2 added to the gradient; all leaves, or all but BatchNorm's with
-    `weight_decay_batchnorm=False`), then SGD with momentum (Nesterov if `config.nesterov`)."""
+    """SGD with momentum as Keras's `SGD(momentum, nesterov)` of the official code, on g + `weight_decay`·w.
+
+    With u_t = −η_t (g_t + λ w_t) (λ on all leaves, or all but BatchNorm's with `weight_decay_batchnorm=False`):
+    v_t = m v_{t−1} + u_t, update = m v_t + u_t (Nesterov) or v_t. The rate enters before the momentum
+    trace, as in Keras; `optax.sgd` applies it after, which differs whenever η changes (warm-up, decays).
+    """
     mask = None if config.weight_decay_batchnorm else decay_mask
     return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=mask),
-                       optax.sgd(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum,
-                                 nesterov=config.nesterov))
+                       optax.scale_by_learning_rate(learning_rate_schedule(config, steps_per_epoch)),
+                       optax.trace(decay=config.momentum, nesterov=config.nesterov))
 
 
 def num_steps(config: CifarLTConfig, num_train: int) -> tuple[int, int]:

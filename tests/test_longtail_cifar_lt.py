@@ -99,6 +99,23 @@ def test_optimizer_is_nesterov_sgd_with_keras_l2_on_conv_and_dense_weights_only(
     np.testing.assert_allclose(updates["bn"]["scale"], -0.1 * 2e-4 * 3.0, rtol=1e-6)
 
 
+def test_momentum_follows_keras_while_the_rate_changes():
+    """Two warm-up steps (η_0 = 0, η_1 = 0.1 / (W·S)) against Keras's SGD by hand: v ← m v − η g,
+    w ← w + m v − η g. optax.sgd (rate after the trace) would give −η_1 (g_1 + m g_1 + m² g_0) instead."""
+    config = dataclasses.replace(configs.CIFAR10_FULL, weight_decay=0.0)
+    params = {"w": jnp.zeros((3,))}
+    g0, g1 = jnp.array([1.0, -2.0, 0.5]), jnp.array([0.25, 1.0, -1.0])
+    tx = cifar_lt.optimizer(config, steps_per_epoch=4)
+    state = tx.init(params)
+    eta, m = [0.0, 0.1 * 1 / (20 * 4)], 0.9
+    v = jnp.zeros(3)
+    for t, g in enumerate((g0, g1)):
+        updates, state = tx.update({"w": g}, state, params)
+        v = m * v - eta[t] * g
+        np.testing.assert_allclose(updates["w"], m * v - eta[t] * g, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(updates["w"], -(1 + m) * eta[1] * g1, rtol=1e-6)  # η_0 = 0: g_0 leaves no trace
+
+
 def test_decay_mask_on_the_official_network_leaves_out_batchnorm_only():
     from flax import nnx
 
