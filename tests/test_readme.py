@@ -43,7 +43,9 @@ def _kexue_commands(text: str) -> list[str]:
             commands += [part.strip() for part in line.split("&&") if part.strip().startswith("kexue ")]
     prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
     commands += [span.strip() for span in re.findall(r"`(kexue [^`]+)`", prose)]
-    return commands
+    # a command with an elision (`kexue run … --coordinator ...`) or a usage summary (`[--flag]`) is
+    # a pattern, not a command to check
+    return [c for c in commands if not any(mark in c for mark in ("…", "...", "["))]
 
 
 def _check_kexue(command: str, experiments: dict) -> None:
