@@ -64,6 +64,8 @@ def _check_kexue(command: str, experiments: dict) -> None:
         assert not unknown, f"{command!r}: no package {unknown} (packages: {sorted(packages)})"
         return
     assert sub == "run", f"{command!r}: unknown subcommand {sub!r}"
+    if not args:  # prose naming the subcommand (`kexue run`), not a command line
+        return
     name, rest = args[0], args[1:]
     assert name in experiments, f"{command!r}: no experiment {name!r} (registered: {sorted(experiments)})"
     preset, overrides, i = "quick", [], 0
