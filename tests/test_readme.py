@@ -136,6 +136,15 @@ def test_no_source_cites_a_missing_references_file():
     assert not citing, f"these files cite REFERENCES.md, which is not in the repository: {citing}"
 
 
+def test_benchmarks_named_in_the_code_exist():
+    """A docstring gives a speed choice's reason and names its benchmark; that benchmark must exist."""
+    named = {name for pkg in PACKAGES for path in (ROOT / pkg).rglob("*.py")
+             for name in re.findall(r"\b(bench_[a-z_]+)(?:\.py)?\b", path.read_text())}
+    assert named, "no benchmark is named in the code: the pattern is wrong"
+    missing = sorted(name for name in named if not (ROOT / "benchmarks" / f"{name}.py").is_file())
+    assert not missing, f"the code names benchmarks that do not exist: {missing}"
+
+
 def test_python_commands_name_scripts_that_exist():
     scripts = {path for text in DOCS.values() for path in re.findall(r"\bpython3? ([\w./-]+\.py)\b", text)}
     assert scripts, "no `python script.py` commands found: the pattern is wrong"
