@@ -70,7 +70,10 @@ def test_quick_preset(tmp_path):
     metrics = EXPERIMENTS["synthetic_pipeline"].run(QUICK, ctx)
     score = {r[0]: r[4] for r in metrics["rows"]}
     assert score["oracle extraction"] > score["extract only"] > 0.6
-    assert metrics["extractor_clause_f1"] > 0.75  # measured 0.774 (40 test documents, threshold 0.2)
+    # measured 0.723 (40 test documents, threshold 0.2) with SPACES' extractor (LayerNorm in the gated
+    # convolutions, no bias on the first dense layer); 0.774 before
+    assert metrics["extractor_clause_f1"] > 0.7
+    assert metrics["scorer"].startswith("the SPACES scorer")
     copy = score["extract + generate: sparse softmax, copy decoding"]
     assert copy > score["extract + generate: sparse softmax, no copy constraint"] + 0.1
     assert metrics["wall_time_s"] < 300
