@@ -124,7 +124,7 @@ def _baseline_beam(first_logp, logp, k, max_new, eos):
     return seqs[best], scores[best]
 
 
-@pytest.mark.parametrize("beam", [1, 2, 3, 4])
+@pytest.mark.parametrize("beam", [1, 2, 3])
 def test_drop_finished_matches_baseline_reference(beam):
     # 12 random Markov chains over 6 tokens (eos = 1) decoded as one batch: rows end at different
     # steps (frozen rows must stay put) and some run out of max_new (the best open beam is returned)
