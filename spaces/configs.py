@@ -51,7 +51,7 @@ class PipelineConfig:
     max_source: int = 128
     max_target: int = 110
     word_vocab: bool = False
-    oracle_fraction: float = 0.5  # share of training pairs built from the oracle clauses (SPACES: random)
+    oracle_fraction: float = 0.5  # P(a draw feeds the generator the oracle clauses), redrawn each time (SPACES: 1/2)
     sparse_k: int = 10
     copy_weight: float = 2.0
     noise: float = 0.15
