@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
+import math
 
 
 def _grid(start: float, stop: float, step: float) -> tuple[float, ...]:
-    return tuple(float(round(v, 4)) for v in np.arange(start, stop + step / 2, step))
+    """start, start + step, ... up to stop, rounded to 4 decimals (as numpy.arange(start, stop + step / 2, step))."""
+    count = math.ceil((stop + step / 2 - start) / step)
+    return tuple(round(start + i * step, 4) for i in range(count))
 
 
 def _check_levels(name: str, levels: tuple[float, ...]) -> None:

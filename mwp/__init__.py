@@ -2,32 +2,20 @@
 solving expression, checked by a safe exact-arithmetic evaluator.
 """
 
-from mwp.configs import Ape210kConfig, SyntheticConfig
-from mwp.data import load_ape210k, write_ape210k
-from mwp.expressions import ExpressionError, answers_equal, normalize_problem, remove_redundant_brackets, safe_eval
-from mwp.submission import format_answer
-from mwp.synthetic import FAMILIES, generate_problem, generate_split
-from mwp.tokenizer import (CharTokenizer, WordPieceTokenizer, fill_slots, join_expression, number_slots,
-                           split_expression)
+from shared.lazy import lazy_exports
 
-__all__ = [
-    "Ape210kConfig",
-    "CharTokenizer",
-    "ExpressionError",
-    "FAMILIES",
-    "SyntheticConfig",
-    "WordPieceTokenizer",
-    "answers_equal",
-    "fill_slots",
-    "format_answer",
-    "generate_problem",
-    "generate_split",
-    "join_expression",
-    "load_ape210k",
-    "normalize_problem",
-    "number_slots",
-    "remove_redundant_brackets",
-    "safe_eval",
-    "split_expression",
-    "write_ape210k",
-]
+from mwp.configs import Ape210kConfig, SyntheticConfig
+
+# every other name loads its module on first use (`kexue list` must not import jax)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "data": ("load_ape210k", "write_ape210k"),
+    "expressions": (
+        "ExpressionError", "answers_equal", "normalize_problem", "remove_redundant_brackets", "safe_eval"
+    ),
+    "submission": ("format_answer",),
+    "synthetic": ("FAMILIES", "generate_problem", "generate_split"),
+    "tokenizer": (
+        "CharTokenizer", "WordPieceTokenizer", "fill_slots", "join_expression", "number_slots",
+        "split_expression"
+    ),
+}, eager=("Ape210kConfig", "SyntheticConfig"))

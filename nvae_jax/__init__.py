@@ -2,7 +2,15 @@
 evaluated in bits/dim (nats for binary data) and sampled at temperature. Post: kexue.fm 2020-07-10.
 """
 
+from shared.lazy import lazy_exports
+
 from nvae_jax.configs import CELEBA64, CIFAR10, DIGITS, MNIST, TINY_MNIST, Config
-from nvae_jax.layers import (ARConv, SpectralVector, SqueezeExcite, WNConv, ar_conv_mask, bernoulli_log_prob,
-                             dmol_log_prob, power_iteration, swish, warm_start_spectral)
-from nvae_jax.model import NVAE, ARShiftCell, PairedFlow
+
+# every other name loads its module on first use (`kexue list` must not import jax)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "layers": (
+        "ARConv", "SpectralVector", "SqueezeExcite", "WNConv", "ar_conv_mask", "bernoulli_log_prob",
+        "dmol_log_prob", "power_iteration", "swish", "warm_start_spectral"
+    ),
+    "model": ("NVAE", "ARShiftCell", "PairedFlow"),
+}, eager=("CELEBA64", "CIFAR10", "DIGITS", "MNIST", "TINY_MNIST", "Config"))

@@ -1,29 +1,19 @@
 """The experiments `kexue` can run for `nvae_jax`."""
 
-from shared.experiment import Experiment
-
-
-def _run_digits(config, ctx):
-    from nvae_jax.digits import run_digits  # lazy: keep CLI start-up light
-
-    return run_digits(config, ctx)
-
-
-def _run_full(config, ctx):
-    from nvae_jax.full import run_full  # lazy: tensorflow_datasets is imported inside
-
-    return run_full(config, ctx)
+from shared.experiment import Experiment, lazy_run
 
 
 def _experiments():
     from nvae_jax import configs
 
-    exps = {"digits": Experiment("nvae_jax.digits", _run_digits, {"quick": configs.DIGITS, "full": configs.DIGITS},
+    exps = {"digits": Experiment("nvae_jax.digits", lazy_run("nvae_jax.digits:run_digits"),
+                                 {"quick": configs.DIGITS, "full": configs.DIGITS},
                                  "2-scale NVAE on binarised 16x16 digits vs a 1-group VAE (IW test NLL, nats)")}
     for name, cfg, what in (("mnist", configs.MNIST, "binarised MNIST, 78.01 nats"),
                             ("cifar10", configs.CIFAR10, "CIFAR-10, 2.91 bits/dim"),
                             ("celeba64", configs.CELEBA64, "CelebA 64x64, 2.03 bits/dim")):
-        exps[name] = Experiment(f"nvae_jax.{name}", _run_full, {"quick": configs.smoke(cfg), "full": cfg},
+        exps[name] = Experiment(f"nvae_jax.{name}", lazy_run("nvae_jax.full:run_full"),
+                                {"quick": configs.smoke(cfg), "full": cfg},
                                 f"NVAE, official config, {what} (needs TFDS data); quick = mock-data smoke run",
                                 reproduce=False)
     return exps

@@ -5,9 +5,9 @@
                    [--coordinator HOST:PORT --num-processes N --process-id I]
     kexue reproduce [--quick] [--only PKG] [--reports DIR]
 
-Config overrides are parsed by tyro against the experiment's config dataclass; an unknown key or a
-value of the wrong type is a usage error (exit code 2, no traceback) that names it and lists the
-valid keys.
+Config overrides are parsed by `shared.overrides` against the experiment's config dataclass; an unknown
+key or a value of the wrong type is a usage error (exit code 2, no traceback) that names it and lists
+the valid keys.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import io
+import inspect
 import itertools
 import json
 import os
@@ -26,107 +26,33 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
-
-import numpy as np
 
 from shared import compilation_cache, host_malloc
 from shared.experiment import Experiment, Preempted, RunContext
+from shared.overrides import UsageError, apply_overrides, describe_fields, load_config_file
 from shared.report import Report, markdown_table, to_jsonable, write_index
 
 PACKAGES = ("shared", "nvae_jax", "longtail", "flooding", "weissi", "rnn_grad", "mwp", "spaces")
+PACKAGE_ORDER = {name: i for i, name in enumerate(PACKAGES)}  # the order of `kexue list` and `reproduce`
 
 
-class UsageError(Exception):
-    """A bad command line: reported in one paragraph, exit code 2."""
+ENTRY_POINT_GROUP = "kexue.experiments"
 
 
 def registry() -> dict[str, Experiment]:
-    """Every experiment by full name, collected from each package's `experiments.EXPERIMENTS`."""
-    from flooding import experiments as flooding_experiments
-    from longtail import experiments as longtail_experiments
-    from mwp import experiments as mwp_experiments
-    from nvae_jax import experiments as nvae_experiments
-    from rnn_grad import experiments as rnn_grad_experiments
-    from shared import experiments as shared_experiments
-    from spaces import experiments as spaces_experiments
-    from weissi import experiments as weissi_experiments
+    """Every experiment by full name, from the `kexue.experiments` entry points of the installed packages
+    (each points at a package's `experiments.EXPERIMENTS`; `shared` imports no topic package)."""
+    from importlib.metadata import entry_points
 
-    modules = (shared_experiments, nvae_experiments, longtail_experiments, flooding_experiments,
-               weissi_experiments, rnn_grad_experiments, mwp_experiments, spaces_experiments)
-    return {exp.name: exp for module in modules for exp in module.EXPERIMENTS.values()}
-
-
-# ------------------------------------------------------------------------------ config overrides
-def split_overrides(args: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """["--config.a", "1", "--config.b=2", "--config.c", "3", "4"] -> [("a", ["1"]), ("b", ["2"]), ("c", ["3", "4"])]."""
-    overrides: list[tuple[str, list[str]]] = []
-    for arg in args:
-        if arg.startswith("--"):
-            if not arg.startswith("--config."):
-                raise UsageError(f"unknown option {arg!r}; config overrides are written --config.KEY VALUE")
-            key, _, value = arg[len("--config."):].partition("=")
-            overrides.append((key, [value] if value else []))
-        elif overrides:
-            overrides[-1][1].append(arg)
-        else:
-            raise UsageError(f"unexpected argument {arg!r}; config overrides are written --config.KEY VALUE")
-    return overrides
-
-
-def _tyro_parse(config: Any, args: list[str]) -> tuple[Any, list[str]]:
-    import tyro
-
-    sink = io.StringIO()
-    with redirect_stdout(sink), redirect_stderr(sink):
-        return tyro.cli(type(config), default=config, args=args, return_unknown_args=True,
-                        use_underscores=True, console_outputs=False, add_help=False)
-
-
-def _raise_validation_error(config: Any, key: str, values: list[str]) -> None:
-    """If a scalar value converts to the field's type but the config rejects it, say why."""
-    field_type = type(getattr(config, key))
-    if len(values) != 1 or field_type not in (int, float, str):
-        return
-    try:
-        value = field_type(values[0])
-    except ValueError:
-        return
-    try:
-        dataclasses.replace(config, **{key: value})
-    except ValueError as error:
-        raise UsageError(f"config.{key}={values[0]}: {error}") from None
-
-
-def apply_overrides(config: Any, args: Sequence[str]) -> Any:
-    """Returns `config` with `--config.KEY VALUE` overrides applied (types checked by tyro)."""
-    overrides = split_overrides(args)
-    if not overrides:
-        return config
-    fields = {f.name: f for f in dataclasses.fields(config)}
-    valid = ", ".join(sorted(fields))
-    for key, values in overrides:
-        if key not in fields:
-            raise UsageError(f"unknown config key {key!r} for {type(config).__name__}. Valid keys: {valid}")
-        if not values:
-            raise UsageError(f"config key {key!r} needs a value")
-        try:
-            _, unknown = _tyro_parse(config, [f"--{key}", *values])
-        except SystemExit:
-            _raise_validation_error(config, key, values)
-            unknown = values
-        except ValueError as error:  # the config's own validation (__post_init__)
-            raise UsageError(f"config.{key}={' '.join(values)!s}: {error}") from None
-        if unknown:
-            raise UsageError(f"bad value {' '.join(values)!r} for config key {key!r} "
-                             f"(expected {fields[key].type}). Valid keys: {valid}")
-    flat = [token for key, values in overrides for token in (f"--{key}", *values)]
-    try:
-        parsed, _ = _tyro_parse(config, flat)
-    except (SystemExit, ValueError) as error:
-        raise UsageError(f"invalid config overrides {' '.join(args)!r}: {error}") from None
-    return parsed
+    found: dict[str, Experiment] = {}
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: PACKAGE_ORDER.get(e.name, 99)):
+        for experiment in entry.load().values():
+            found[experiment.name] = experiment
+    if not found:
+        raise UsageError(f"no experiments are registered (entry point group {ENTRY_POINT_GROUP!r}); install the "
+                         "suite with `pip install -e .` so its packages' entry points exist")
+    return found
 
 
 # ------------------------------------------------------------------------------------- running
@@ -320,6 +246,7 @@ def _agree_on_config(experiment: Experiment, config: Any) -> None:
 
     if jax.process_count() == 1:
         return
+    import numpy as np
     from jax.experimental import multihost_utils
 
     text = json.dumps({"experiment": experiment.name, "config": to_jsonable(config)}, sort_keys=True)
@@ -353,13 +280,34 @@ def cmd_list(experiments: Mapping[str, Experiment]) -> int:
     return 0
 
 
+def run_help(experiment: Experiment, preset: str, config: Any) -> str:
+    """`kexue run NAME --help`: the harness flags, then every config key with type, default and comment."""
+    rows = [[f"--config.{key}", tp, default, comment] for key, tp, default, comment in describe_fields(config)]
+    doc = inspect.cleandoc(type(config).__doc__ or "")
+    return (build_parser().run_parser.format_help() + f"\n{experiment.name}: {experiment.description}\n\n"
+            f"{type(config).__name__}: {doc}\n\nConfig keys (defaults of preset {preset!r}; presets: "
+            f"{', '.join(experiment.presets)}; booleans take true/false or 1/0, tuples several values):\n\n"
+            + markdown_table(["key", "type", "default", "meaning"], rows))
+
+
 def cmd_run(experiments: Mapping[str, Experiment], args: argparse.Namespace, rest: list[str]) -> int:
+    if args.name is None:
+        if args.help:
+            print(build_parser().run_parser.format_help())
+            return 0
+        raise UsageError("kexue run needs an experiment NAME (see `kexue list`)")
     if args.name not in experiments:
         raise UsageError(f"unknown experiment {args.name!r}. Known: {', '.join(experiments)}")
     experiment = experiments[args.name]
     if args.preset not in experiment.presets:
         raise UsageError(f"experiment {args.name!r} has no preset {args.preset!r}; it has {list(experiment.presets)}")
-    config = apply_overrides(experiment.presets[args.preset], rest)
+    config = experiment.presets[args.preset]
+    if args.help:
+        print(run_help(experiment, args.preset, config))
+        return 0
+    if args.config_file:
+        config = load_config_file(args.config_file, config, experiment.name)
+    config = apply_overrides(config, rest)
     _init_distributed(args.coordinator, args.num_processes, args.process_id)
     out = pathlib.Path(args.out) if args.out else pathlib.Path(args.reports) / experiment.package / experiment.short_name
     metrics, elapsed = run_experiment(experiment, config, out, resume=args.resume, overwrite=args.overwrite,
@@ -408,8 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kexue", description="kexue-jax experiments")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the registered experiments")
-    run = sub.add_parser("run", help="run one experiment (overrides: --config.KEY VALUE)")
-    run.add_argument("name")
+    run = sub.add_parser("run", help="run one experiment (overrides: --config.KEY VALUE)", add_help=False,
+                         usage="kexue run NAME [--preset P] [--config-file FILE] [--config.KEY VALUE ...] [options]")
+    parser.run_parser = run
+    run.add_argument("name", nargs="?")
+    run.add_argument("-h", "--help", action="store_true", help="show the flags and every config key of NAME")
+    run.add_argument("--config-file", default=None, metavar="FILE",
+                     help="start from a saved config.json (e.g. reports/<package>/<experiment>/config.json); "
+                          "--config.KEY overrides still apply on top")
     run.add_argument("--preset", default="quick", help="quick (default, embedded data) or full")
     run.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
     run.add_argument("--overwrite", action="store_true",
@@ -434,12 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `kexue` console script (argv None: re-executes once with huge-page malloc and
     turns on the persistent compilation cache, `shared.compilation_cache`)."""
-    if argv is None:  # the console command (tests call main(argv) and keep their own settings)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if argv is None and args.command != "list":  # the console command (tests call main(argv) with their settings)
         host_malloc.maybe_reexec()
         compilation_cache.enable()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
     try:
         if args.command != "run" and rest:
             raise UsageError(f"unrecognised arguments: {' '.join(rest)}")

@@ -16,6 +16,7 @@ Directory: `$KEXUE_COMPILATION_CACHE` if set (`0` or empty turns the cache off),
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 __all__ = ["ENV", "cache_dir", "enable"]
@@ -37,12 +38,14 @@ def cache_dir(environ: Mapping[str, str]) -> str | None:
 def enable(environ: Mapping[str, str] | None = None) -> str | None:
     """Points JAX's persistent compilation cache at `cache_dir(environ)`; returns it (None: unchanged).
 
-    Call it before the first compilation (the `kexue` command does, at start-up).
+    Call it before the first compilation (the `kexue` command does, at start-up). Before jax is imported
+    this only sets `JAX_COMPILATION_CACHE_DIR`, which jax reads at import (so it costs no jax import).
     """
     directory = cache_dir(os.environ if environ is None else environ)
     if directory is None:
         return None
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", directory)
+    if "jax" in sys.modules:
+        sys.modules["jax"].config.update("jax_compilation_cache_dir", directory)
+    else:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
     return directory

@@ -7,7 +7,6 @@ the newest and best Orbax checkpoints, `--resume`, the SIGTERM checkpoint, Tenso
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import jax
@@ -20,35 +19,10 @@ from flax import nnx  # noqa: E402
 
 from shared import data  # noqa: E402
 from shared.classification import classification_sums  # noqa: E402
+from shared.configs import DigitsMLPConfig  # noqa: E402
 from shared.experiment import RunContext  # noqa: E402
 from shared.models import MLP  # noqa: E402
 from shared.trainer import Loop, Trainer  # noqa: E402
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Digits MLP. `hidden` widths, Adam with a cosine schedule, global batch `batch_size`."""
-
-    seed: int = 0
-    hidden: tuple[int, ...] = (128, 128)
-    learning_rate: float = 3e-3
-    batch_size: int = 64
-    num_steps: int = 600
-    log_every: int = 50
-    checkpoint_every: int = 100
-    eval_batch_size: int = 256
-    fsdp: int = 1
-
-    def __post_init__(self):
-        for name in ("batch_size", "num_steps", "log_every", "eval_batch_size", "fsdp"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"config.{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"config.learning_rate must be > 0, got {self.learning_rate}")
-
-
-QUICK = Config()
-FULL = dataclasses.replace(QUICK, hidden=(512, 512), num_steps=3000)
 
 
 def cross_entropy(model: nnx.Module, batch: dict, rng: jax.Array):
@@ -59,7 +33,7 @@ def cross_entropy(model: nnx.Module, batch: dict, rng: jax.Array):
     return loss, {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}
 
 
-def build(config: Config, mesh=None) -> Trainer:
+def build(config: DigitsMLPConfig, mesh=None) -> Trainer:
     """The trainer (model, Adam with cosine decay, cross-entropy, evaluation sums) for `config`."""
     schedule = optax.cosine_decay_schedule(config.learning_rate, config.num_steps)
     model = MLP((64, *config.hidden, 10), rngs=nnx.Rngs(config.seed))
@@ -67,13 +41,13 @@ def build(config: Config, mesh=None) -> Trainer:
                    learning_rate=schedule, eval_metrics=classification_sums)
 
 
-def loop(config: Config) -> Loop:
+def loop(config: DigitsMLPConfig) -> Loop:
     return Loop(num_steps=config.num_steps, batch_size=config.batch_size, seed=config.seed,
                 log_every=config.log_every, checkpoint_every=config.checkpoint_every, eval_every=config.log_every * 4,
                 keep=3, best_metric="accuracy")
 
 
-def run(config: Config, ctx: RunContext) -> dict:
+def run(config: DigitsMLPConfig, ctx: RunContext) -> dict:
     trainer = build(config)
     images, labels = data.digits("train")
     test = dict(zip(("image", "label"), data.digits("test")))

@@ -20,11 +20,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import pathlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
-
-from tqdm import auto as tqdm_auto
 
 from shared.report import Report
 
@@ -84,9 +83,11 @@ class RunContext:
             self.writer.add_scalar(f"{prefix}{key}", float(value), int(step))
 
     def progress(self, iterable: Iterable[T] | None = None, *, total: int | None = None,
-                 desc: str = "", initial: int = 0) -> tqdm_auto.tqdm:
+                 desc: str = "", initial: int = 0):
         """A tqdm bar (`tqdm.auto`: a widget in notebooks; shows ETA; callers `set_postfix(loss=...)`
         at logging points)."""
+        from tqdm import auto as tqdm_auto
+
         return tqdm_auto.tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True,
                          mininterval=1.0, leave=False)
 
@@ -94,6 +95,20 @@ class RunContext:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def lazy_run(target: str) -> Callable[[Any, RunContext], dict]:
+    """A run function named "module:function", imported on the first call (so that listing experiments
+    imports no model code, nor jax)."""
+    module_name, _, function_name = target.partition(":")
+    if not module_name or not function_name:
+        raise ValueError(f"lazy_run: target must be 'module:function', got {target!r}")
+
+    def run(config: Any, ctx: RunContext) -> dict:
+        return getattr(importlib.import_module(module_name), function_name)(config, ctx)
+
+    run.__qualname__ = run.__name__ = f"lazy_run({target})"
+    return run
 
 
 @dataclasses.dataclass(frozen=True)

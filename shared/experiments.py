@@ -1,10 +1,10 @@
 """The experiments `kexue` can run for `shared` (the harness's own end-to-end check)."""
 
-from shared import digits_mlp
-from shared.experiment import Experiment
+from shared import configs
+from shared.experiment import Experiment, lazy_run
 
 EXPERIMENTS: dict[str, Experiment] = {
-    "digits_mlp": Experiment("shared.digits_mlp", digits_mlp.run,
-                             {"quick": digits_mlp.QUICK, "full": digits_mlp.FULL},
+    "digits_mlp": Experiment("shared.digits_mlp", lazy_run("shared.digits_mlp:run"),
+                             {"quick": configs.DIGITS_MLP_QUICK, "full": configs.DIGITS_MLP_FULL},
                              "MLP on digits through the harness (>= 95% test accuracy in under a minute)"),
 }

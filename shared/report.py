@@ -11,11 +11,11 @@ import dataclasses
 import datetime
 import json
 import math
+import numbers
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 
 
 def to_jsonable(value: Any) -> Any:
@@ -29,7 +29,7 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, pathlib.Path):
         return str(value)
     if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy or jax array / scalar
-        return to_jsonable(np.asarray(value).tolist())
+        return to_jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
@@ -38,7 +38,7 @@ def to_jsonable(value: Any) -> Any:
 def format_cell(value: Any, floatfmt: str = ".4g") -> str:
     if value is None:
         return "—"
-    if isinstance(value, (float, np.floating)):
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # float, np.float32, ...
         return format(float(value), floatfmt)
     return str(value)
 
@@ -106,8 +106,9 @@ class Report:
     def write(self, metrics: Mapping[str, Any], config: Any = None,
               wall_time_s: float | None = None) -> None:
         (self.out_dir / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2))
-        if config is not None:
-            (self.out_dir / "config.json").write_text(json.dumps(to_jsonable(config), indent=2))
+        if config is not None:  # `kexue run --config-file` reads it back; `_experiment` names whose it is
+            (self.out_dir / "config.json").write_text(json.dumps({"_experiment": self.title, **to_jsonable(config)},
+                                                                 indent=2))
         (self.out_dir / "report.md").write_text(self.markdown(metrics, config, wall_time_s))
 
 

@@ -3,7 +3,7 @@
 Covers the top README (the map) and the README beside each package: every ```python block is executed,
 every `kexue ...` command (in code blocks and in inline code) must name a registered experiment, one of
 its presets and valid config keys with well-typed values (`shared.cli.registry` and
-`shared.cli.apply_overrides`), every `python path.py` must name a file of the repository, and no
+`shared.overrides.apply_overrides`), every `python path.py` must name a file of the repository, and no
 document may link or cite a file the repository does not hold.
 """
 
@@ -49,7 +49,7 @@ def _kexue_commands(text: str) -> list[str]:
 
 
 def _check_kexue(command: str, experiments: dict) -> None:
-    from shared.cli import apply_overrides
+    from shared.overrides import apply_overrides
 
     tokens = shlex.split(command)[1:]
     assert tokens, command

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from shared import cli, train
+from shared.overrides import apply_overrides
 from shared.checkpoint import Checkpointer, abstract_like
-from shared.digits_mlp import Config
+from shared.configs import DigitsMLPConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL = ["--config.num_steps", "240", "--config.checkpoint_every", "40", "--config.log_every", "20",
@@ -43,7 +44,7 @@ def test_bad_override_is_a_short_usage_error(args, needle):
 
 
 def test_apply_overrides_parses_types():
-    config = cli.apply_overrides(Config(), ["--config.num_steps", "7", "--config.hidden", "3", "4",
+    config = apply_overrides(DigitsMLPConfig(), ["--config.num_steps", "7", "--config.hidden", "3", "4",
                                             "--config.learning_rate=0.5"])
     assert (config.num_steps, config.hidden, config.learning_rate) == (7, (3, 4), 0.5)
 
@@ -67,29 +68,111 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 40
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
-    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    assert kexue("run", "shared.digits_mlp", "--out", str(reference), *SMALL).returncode == 0
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """An uninterrupted run of the SMALL digits config: its directory."""
+    reference = tmp_path_factory.mktemp("reference")
+    result = kexue("run", "shared.digits_mlp", "--out", str(reference), *SMALL)
+    assert result.returncode == 0, result.stderr
+    return reference
+
+
+def _start_and_wait(out, min_step):
+    """Starts the SMALL run into `out` and returns the process once a checkpoint of step >= min_step exists."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "run", "shared.digits_mlp", "--out",
-                             str(interrupted), *SMALL], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = interrupted / "checkpoints"
+    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "run", "shared.digits_mlp", "--out", str(out),
+                             *SMALL], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoints = out / "checkpoints"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if checkpoints.exists() and any(p.name.isdigit() and int(p.name) >= 80 for p in checkpoints.iterdir()):
+        if checkpoints.exists() and any(p.name.isdigit() and int(p.name) >= min_step for p in checkpoints.iterdir()):
             break
         time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (interrupted / "metrics.json").exists()
-    resumed = kexue("run", "shared.digits_mlp", "--out", str(interrupted), "--resume", *SMALL)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    return proc
+
+
+def _resume_and_compare(out, reference):
+    resumed = kexue("run", "shared.digits_mlp", "--out", str(out), "--resume", *SMALL)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from step" in resumed.stdout
     expected = json.loads((reference / "metrics.json").read_text())
-    got = json.loads((interrupted / "metrics.json").read_text())
+    got = json.loads((out / "metrics.json").read_text())
     assert got == expected
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, reference_run):
+    interrupted = tmp_path / "interrupted"
+    proc = _start_and_wait(interrupted, 80)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (interrupted / "metrics.json").exists()
+    _resume_and_compare(interrupted, reference_run)
+
+
+def test_sigterm_saves_the_current_step_and_resume_matches(tmp_path, reference_run):
+    """Fails if SIGTERM kills the run without a checkpoint of the step it reached, with a traceback or
+    with exit code 0, or if resuming does not end with the uninterrupted run's numbers."""
+    interrupted = tmp_path / "interrupted"
+    proc = _start_and_wait(interrupted, 40)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "preempted (SIGTERM) at step" in err and "--resume" in err and "Traceback" not in err
+    stopped_at = int(err.split("preempted (SIGTERM) at step ")[1].split(";")[0])
+    assert stopped_at in {int(p.name) for p in (interrupted / "checkpoints").iterdir() if p.name.isdigit()}
+    _resume_and_compare(interrupted, reference_run)
+
+
+def test_fresh_run_refuses_existing_checkpoints_and_overwrite_starts_afresh(tmp_path, reference_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    refused = kexue("run", "shared.digits_mlp", "--out", str(run), *SMALL)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert str(run / "checkpoints") in refused.stderr and "--resume" in refused.stderr
+    assert "--overwrite" in refused.stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before  # nothing lost
+    both = kexue("run", "shared.digits_mlp", "--out", str(run), "--resume", "--overwrite", *SMALL)
+    assert both.returncode == 2 and "contradict" in both.stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    fresh = kexue("run", "shared.digits_mlp", "--out", str(run), "--overwrite", *SMALL[:2],
+                  "--config.num_steps", "20", "--config.checkpoint_every", "10")
+    assert fresh.returncode == 0, fresh.stderr
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 20
+    assert max(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == 20
+
+
+def test_resume_with_another_config_names_the_keys(tmp_path, reference_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    changed = kexue("run", "shared.digits_mlp", "--out", str(run), "--resume", *SMALL, "--config.learning_rate", "0.01")
+    assert changed.returncode == 2 and "learning_rate: 0.003 -> 0.01" in changed.stderr
+    assert "--allow-config-change" in changed.stderr and "Traceback" not in changed.stderr
+    allowed = kexue("run", "shared.digits_mlp", "--out", str(run), "--resume", "--allow-config-change", *SMALL,
+                    "--config.learning_rate", "0.01")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_unwritable_run_directory_is_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = kexue("run", "shared.digits_mlp", "--out", str(blocker / "run"), *SMALL)
+    assert result.returncode == 2 and "cannot write to the run directory" in result.stderr
+    assert str(blocker / "run") in result.stderr and "Traceback" not in result.stderr
+
+
+def test_reproduce_refuses_before_running_anything(tmp_path):
+    (tmp_path / "shared" / "digits_mlp" / "checkpoints" / "5").mkdir(parents=True)
+    result = kexue("reproduce", "--quick", "--only", "shared", "--reports", str(tmp_path))
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    assert not (tmp_path / "shared" / "digits_mlp" / "metrics.json").exists()
+    both = kexue("reproduce", "--quick", "--resume", "--overwrite", "--reports", str(tmp_path))
+    assert both.returncode == 2 and "contradict" in both.stderr
 
 
 def _tiny_state(value):

@@ -16,7 +16,8 @@ import pytest
 
 from shared import train
 from shared.checkpoint import Checkpointer, abstract_like
-from shared.digits_mlp import Config, build
+from shared.configs import DigitsMLPConfig
+from shared.digits_mlp import build
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DIGITS = ["--config.num_steps", "30", "--config.log_every", "10", "--config.checkpoint_every", "0",
@@ -42,7 +43,7 @@ def _finish(proc, timeout=600):
     return proc.returncode, out, err
 
 
-def _final_params(run_dir: pathlib.Path, config: Config, mesh=None):
+def _final_params(run_dir: pathlib.Path, config: DigitsMLPConfig, mesh=None):
     trainer = build(config, mesh)
     ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
     restored = ckpt.restore(abstract_like(trainer.state, trainer.sharding))
@@ -84,7 +85,7 @@ def test_two_processes_by_four_devices_equal_one_by_eight(tmp_path, devices, sin
         assert code == 0, err[-3000:]
     assert not any(p.name.startswith("process_") for p in multi.iterdir())  # one directory for everybody
     _assert_same_history(multi, single)
-    config = Config(hidden=(64,), batch_size=64, num_steps=30)
+    config = DigitsMLPConfig(hidden=(64,), batch_size=64, num_steps=30)
     step_multi, params_multi = _final_params(multi, config)
     step_single, params_single = _final_params(single, config)
     assert step_multi == step_single == 30

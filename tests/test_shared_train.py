@@ -10,7 +10,8 @@ from flax import nnx
 
 from shared import data, train
 from shared.classification import classification_sums
-from shared.digits_mlp import Config, build, cross_entropy
+from shared.configs import DigitsMLPConfig
+from shared.digits_mlp import build, cross_entropy
 from shared.models import MLP
 
 
@@ -21,7 +22,7 @@ def _batch(n=64, seed=0):
 
 
 def _two_steps(mesh, fsdp=1):
-    trainer = build(Config(fsdp=fsdp, hidden=(64, 64)), mesh)
+    trainer = build(DigitsMLPConfig(fsdp=fsdp, hidden=(64, 64)), mesh)
     state, train_step = trainer.state, trainer.train_step
     losses = []
     for seed in (0, 1):
@@ -57,7 +58,7 @@ def test_fsdp_shards_large_leaves(devices):
 
 def test_nan_batch_skips_update_and_counts(devices):
     mesh = train.make_mesh(devices=devices)
-    trainer = build(Config(hidden=(32,)), mesh)
+    trainer = build(DigitsMLPConfig(hidden=(32,)), mesh)
     state, train_step = trainer.state, trainer.train_step
     before = jax.device_get(state.params)
     bad = _batch()
@@ -87,7 +88,7 @@ def test_step_compiles_once(devices):
 
 def test_step_metrics_report_norms(devices):
     mesh = train.make_mesh(devices=devices)
-    trainer = build(Config(hidden=(32,)), mesh)
+    trainer = build(DigitsMLPConfig(hidden=(32,)), mesh)
     state, train_step = trainer.state, trainer.train_step
     params = jax.device_get(state.params)
     _, metrics = train_step(state, train.shard_batch(_batch(), mesh))
@@ -97,7 +98,7 @@ def test_step_metrics_report_norms(devices):
 
 def test_evaluate_pads_and_weights(devices):
     mesh = train.make_mesh(devices=devices)
-    trainer = build(Config(hidden=(32,)), mesh)
+    trainer = build(DigitsMLPConfig(hidden=(32,)), mesh)
     state, eval_step = trainer.state, trainer.eval_step
     images, labels = data.digits("test")
     result = train.evaluate(eval_step, state, data.batches_of({"image": images, "label": labels}, 64), mesh, 64)

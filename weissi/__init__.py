@@ -2,27 +2,16 @@
 and AdamW (kexue.fm 2020-08-14).
 """
 
-from weissi.attacks import accuracy, fgsm, pgd
-from weissi.configs import METHODS, CifarConfig, DigitsConfig, InvarianceConfig
-from weissi.digits import method_parts, train_method
-from weissi.invariance import (init_relu_mlp, l2_penalty, mlp_layer_paths, relu_mlp, scale_shift, shift_factors,
-                               shift_layer_params)
+from shared.lazy import lazy_exports
 
-__all__ = [
-    "METHODS",
-    "CifarConfig",
-    "DigitsConfig",
-    "InvarianceConfig",
-    "accuracy",
-    "fgsm",
-    "init_relu_mlp",
-    "l2_penalty",
-    "method_parts",
-    "mlp_layer_paths",
-    "pgd",
-    "relu_mlp",
-    "scale_shift",
-    "shift_factors",
-    "shift_layer_params",
-    "train_method",
-]
+from weissi.configs import METHODS, CifarConfig, DigitsConfig, InvarianceConfig
+
+# every other name loads its module on first use (`kexue list` must not import jax)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "attacks": ("accuracy", "fgsm", "pgd"),
+    "digits": ("method_parts", "train_method"),
+    "invariance": (
+        "init_relu_mlp", "l2_penalty", "mlp_layer_paths", "relu_mlp", "scale_shift", "shift_factors",
+        "shift_layer_params"
+    ),
+}, eager=("METHODS", "CifarConfig", "DigitsConfig", "InvarianceConfig"))
