@@ -36,19 +36,16 @@ def _measure(cell, params, xs, power_iters):
     return jax.tree.map(np.asarray, _long_range_norms_batch(cell, params, xs, power_iters))
 
 
-@functools.partial(jax.jit, static_argnames=("cell",))
-def _path_coefficients(cell, params, xs):
-    """`jacobians.gated_path_coefficients` of every sequence of xs [B, T, d]: dict of [B, T, d]."""
-    return jax.vmap(lambda x: J.gated_path_coefficients(cell, params, x))(xs)
-
-
 @functools.partial(jax.jit, static_argnames=("cell", "min_lag"))
-def _term_ablation(cell, params, coef, min_lag):
-    """Measured rate of the rebuilt one-step Jacobians (`gated_jacobians_from_coefficients`) with all terms
-    and with each term left out, mean over the batch: {"all_terms": r, "without_<term>": r}.
+def _gated_analysis(cell, params, xs, gain, min_lag):
+    """The mean-field predictions and the term ablation of one gated setting, in one compiled program.
 
-    The variants differ only in which coefficients are zeroed, so one vmapped product serves them all.
+    xs [B, T, d]. Returns (full prediction, forget-gate-only prediction, {coefficient: mean},
+    {"all_terms": r, "without_<term>": r}): the measured rate of the one-step Jacobians rebuilt from the
+    coefficients (`gated_jacobians_from_coefficients`) with all terms and with each term left out, mean
+    over the batch. The variants differ only in which coefficients are zeroed: one vmapped product.
     """
+    coef = jax.vmap(lambda x: J.gated_path_coefficients(cell, params, x))(xs)  # dict of [B, T, d]
     names = ("all_terms", *(f"without_{t}" for t in ("candidate", *J.ODD_TERMS[cell])))
     zeroed = {"without_candidate": "candidate_out", **{f"without_{t}": t for t in J.ODD_TERMS[cell]}}
     variants = jax.tree.map(lambda *a: jnp.stack(a), *[
@@ -58,7 +55,8 @@ def _term_ablation(cell, params, coef, min_lag):
         jacs = jax.vmap(lambda cb: J.gated_jacobians_from_coefficients(cell, params, cb))(c)  # [B, T, d, d]
         return jnp.mean(jax.vmap(lambda j: J.product_log_rate(j[1:], min_lag))(jacs))
 
-    return dict(zip(names, jax.vmap(rate)(variants)))
+    return (J.predicted_log_rate_gated(coef, gain), J.predicted_log_rate_diag(coef["keep"]),
+            {k: jnp.mean(v) for k, v in coef.items()}, dict(zip(names, jax.vmap(rate)(variants))))
 
 
 def run(config, ctx) -> dict:
@@ -111,14 +109,12 @@ def run(config, ctx) -> dict:
             out = _measure(cell, params, xs, config.power_iters)
             fit = float(J.fitted_log_rate(out[f"log_spec_{view}"], config.min_lag))
             fit_f = float(J.fitted_log_rate(out[f"log_frob_{view}"], config.min_lag))
-            coef = _path_coefficients(cell, params, xs)
-            pred = float(J.predicted_log_rate_gated(coef, config.gated_gain))
-            pred_f = float(J.predicted_log_rate_diag(coef["keep"]))
+            pred, pred_f, coef_means, ablation = jax.tree.map(
+                float, _gated_analysis(cell, params, xs, config.gated_gain, config.min_lag))
             fit_x = float(J.fitted_log_rate(out["log_grad_x"], config.min_lag))
             entry = {"fitted_log_rate": fit, "predicted_log_rate": pred, "predicted_log_rate_forget_gate": pred_f,
                      "fitted_log_rate_frobenius": fit_f, "fitted_log_rate_grad_x": fit_x,
-                     "mean_field_coefficients": {k: float(jnp.mean(v)) for k, v in coef.items()},
-                     "term_ablation": {k: float(v) for k, v in _term_ablation(cell, params, coef, config.min_lag).items()}}
+                     "mean_field_coefficients": coef_means, "term_ablation": ablation}
             abl = entry["term_ablation"]
             ablation_rows.append([cell, f"forget_bias={fb}", fit_f, abl["all_terms"], pred, pred_f,
                                   *[abl["all_terms"] - abl[f"without_{t}"] if f"without_{t}" in abl else None
