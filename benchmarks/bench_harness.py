@@ -6,6 +6,10 @@
 2. `loop`: `shared.trainer.Trainer.fit` (batches indexed by step through grain with prefetch threads,
    window metrics, progress bar, SIGTERM check) vs a bare Python loop calling the same jitted step on the
    same step-indexed batches. Goal: <= 1.05.
+3. `data_bound`: a small CNN on 32x32x3 uint8 images with host-side augmentation (pad-4 random crop and
+   flip per example, a `random_transform`), through `Trainer.fit` without prefetch and with
+   `--prefetch` threads: steps/s of each and the share of step time spent waiting for data
+   (`Trainer.data_wait`). Goal with prefetch: < 5 %.
 
 Each repeat times `--steps` steps of one side, then of the other.
 
@@ -56,6 +60,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--prefetch", type=int, default=4, help="prefetch threads of the data-bound case")
+    parser.add_argument("--data-steps", type=int, default=200, help="steps of the data-bound case")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -122,13 +128,52 @@ def main() -> None:
         "ratio": statistics.median(ours) / statistics.median(base),
         "compile_s": {"ours": compile_ours, "baseline": compile_base},
     }
-    results = [result, bench_loop(args)]
+    results = [result, bench_loop(args), bench_data_bound(args)]
     out = pathlib.Path(__file__).with_name("results") / "harness.jsonl"
     out.parent.mkdir(exist_ok=True)
     with out.open("a") as f:
         for result in results:
             print(json.dumps(result))
             f.write(json.dumps(result) + "\n")
+
+
+def _augment(example: dict, rng: np.random.Generator) -> dict:
+    """Pad-4 random crop and horizontal flip of one HWC uint8 image, on the host (numpy)."""
+    image = np.pad(example["image"], ((4, 4), (4, 4), (0, 0)))
+    top, left = rng.integers(0, 9, size=2)
+    image = image[top:top + 32, left:left + 32]
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    return {**example, "image": np.ascontiguousarray(image)}
+
+
+def bench_data_bound(args) -> dict:
+    """Steps/s and data-wait share of a host-augmented CNN run, without and with prefetch threads."""
+    from shared.models import SmallCNN
+
+    rng = np.random.default_rng(2)
+    n = 4096
+    source = data.ArraySource({"image": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                               "label": rng.integers(0, 10, n).astype(np.int32)})
+
+    def xent(model, batch, rng):
+        logits = model(batch["image"].astype(jnp.float32) / 255.0)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean(), {}
+
+    runs = {}
+    for prefetch in (0, args.prefetch, 0, args.prefetch):  # interleaved: each setting twice, the second counts
+        trainer = Trainer(SmallCNN(10, rngs=nnx.Rngs(0)), optax.adam(1e-3), xent, seed=0)
+        loop = Loop(num_steps=args.data_steps, batch_size=128, log_every=args.data_steps // 2, prefetch=prefetch)
+        trainer.fit(source, dataclasses.replace(loop, num_steps=loop.log_every), random_transform=_augment)
+        start = time.perf_counter()
+        trainer.fit(source, loop, random_transform=_augment)  # continues from the warm-up's step
+        runs[prefetch] = {"steps_per_s": (args.data_steps - loop.log_every) / (time.perf_counter() - start),
+                          "data_wait": trainer.data_wait}
+    return {"benchmark": "data_bound_prefetch", "backend": jax.default_backend(),
+            "device": str(jax.devices()[0].device_kind), "machine": platform.processor() or platform.machine(),
+            "steps": args.data_steps, "batch": 128, "prefetch_threads": args.prefetch,
+            "no_prefetch": runs[0], "prefetch": runs[args.prefetch],
+            "speedup": runs[args.prefetch]["steps_per_s"] / runs[0]["steps_per_s"]}
 
 
 def bench_loop(args) -> dict:
@@ -158,7 +203,7 @@ def bench_loop(args) -> dict:
         start = time.perf_counter()
         state = hand["state"]
         for s in range(hand["step"], hand["step"] + args.steps):
-            state, metrics = trainer.train_step(state, train.shard_batch(dataset[s], trainer.mesh))
+            state, _metrics = trainer.train_step(state, train.shard_batch(dataset[s], trainer.mesh))
         jax.block_until_ready(state)
         hand["state"], hand["step"] = state, hand["step"] + args.steps
         return time.perf_counter() - start

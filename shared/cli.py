@@ -159,11 +159,12 @@ def run_experiment(experiment: Experiment, config: Any, out_dir: pathlib.Path, *
     start = time.perf_counter()
     try:
         metrics = experiment.run(config, ctx)
+        elapsed = time.perf_counter() - start
+        if main_process:
+            ctx.report.write(metrics, config, wall_time_s=elapsed)
+            ctx.log_run_summary(config, metrics)
     finally:
         ctx.close()
-    elapsed = time.perf_counter() - start
-    if main_process:
-        ctx.report.write(metrics, config, wall_time_s=elapsed)
     return metrics, elapsed
 
 

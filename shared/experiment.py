@@ -91,10 +91,32 @@ class RunContext:
         return tqdm_auto.tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True,
                          mininterval=1.0, leave=False)
 
+    def log_run_summary(self, config: Any, metrics: Mapping[str, Any]) -> None:
+        """TensorBoard hparams (the config's fields, with the run's top-level numbers as metrics) and
+        every PNG the run wrote into `out_dir` (samples, reconstructions, plots) as an image."""
+        if not self.main_process:
+            return
+        hparams = {f.name: _hparam(getattr(config, f.name)) for f in dataclasses.fields(config)}
+        scores = {f"hparam/{k}": float(v) for k, v in metrics.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.writer.add_hparams(hparams, scores, name="hparams")
+        import matplotlib.image
+
+        for png in sorted(self.out_dir.glob("*.png")):
+            image = matplotlib.image.imread(png)  # float [H, W, 3 | 4] in [0, 1], or [H, W] grey
+            if image.ndim == 2:
+                image = image[..., None].repeat(3, axis=-1)
+            self.writer.add_image(f"images/{png.stem}", image[..., :3], dataformats="HWC")
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _hparam(value: Any) -> bool | int | float | str:
+    """A config value as TensorBoard's hparams plugin takes it (tuples as text)."""
+    return value if isinstance(value, (bool, int, float, str)) else " ".join(map(str, value))
 
 
 def lazy_run(target: str) -> Callable[[Any, RunContext], dict]:

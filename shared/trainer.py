@@ -180,6 +180,7 @@ class Trainer:
         self.state = jax.device_put(state, self.sharding)
         self.best_state: train.TrainState | None = None
         self.best_step: int | None = None
+        self.data_wait: float | None = None  # the last logged window's share of time waiting for data
 
     # ------------------------------------------------------------------------------------- data
     def dataset(self, source: Sequence, loop: Loop, transform=None, random_transform=None) -> grain.MapDataset:
@@ -319,14 +320,18 @@ class Trainer:
                                   config=config, metrics=dict(metrics) if metrics is not None and loop.best_metric
                                   else None)
 
-        window_start = time.perf_counter()
+        window_start, timed_steps, waited = time.perf_counter(), 0, 0.0
         bar = tqdm_auto.tqdm(total=loop.num_steps, initial=start, desc=desc, dynamic_ncols=True, mininterval=1.0,
                              leave=False)
         batches = self._batches(dataset, start, loop.prefetch) if start < loop.num_steps else iter(())
         evaluated = None
         with _SigtermFlag() as sigterm:
             for step in range(start, loop.num_steps):
-                state, metrics = self.train_step(state, train.shard_batch(next(batches), self.mesh))
+                ready = time.perf_counter()
+                batch = next(batches)
+                waited += time.perf_counter() - ready
+                state, metrics = self.train_step(state, train.shard_batch(batch, self.mesh))
+                timed_steps += 1
                 if step == start:  # the step compiled during this call: give the compiler's freed memory back
                     host_malloc.release_free_memory()
                 window_sums = metrics if not window_sums else jax.tree.map(jnp.add, window_sums, metrics)
@@ -343,7 +348,9 @@ class Trainer:
                         record.update({f"eval_{k}": v for k, v in evaluated.items()})
                     history.append(record)
                     seconds = time.perf_counter() - window_start
-                    speed = {"steps_per_s": window / seconds, "examples_per_s": window * loop.batch_size / seconds}
+                    # data_wait: the share of the window's wall time spent waiting for the host's batches
+                    speed = {"steps_per_s": timed_steps / seconds,
+                             "examples_per_s": timed_steps * loop.batch_size / seconds, "data_wait": waited / seconds}
                     if self.learning_rate is not None:
                         lr = self.learning_rate(step) if callable(self.learning_rate) else self.learning_rate
                         speed["learning_rate"] = float(lr)
@@ -351,7 +358,9 @@ class Trainer:
                     if ctx is not None:
                         ctx.log_scalars(done, {**{k: v for k, v in record.items() if k != "step"}, **speed},
                                         prefix=f"{desc}/")
-                    window_sums, window, window_start = {}, 0, time.perf_counter()
+                    window_sums, window = {}, 0
+                    window_start, timed_steps, waited = time.perf_counter(), 0, 0.0
+                    self.data_wait = speed["data_wait"]
                 elif evaluate is not None and loop.eval_every and done % loop.eval_every == 0:
                     evaluated = dict(evaluate(state))
                     history.append({"step": done, **{f"eval_{k}": v for k, v in evaluated.items()}})

@@ -233,3 +233,29 @@ def test_restore_onto_a_different_mesh(tmp_path, devices):
     assert restored.state.params["w"].sharding == shardings2.params["w"]
     np.testing.assert_array_equal(np.asarray(restored.state.params["w"]), 5.0)
     ckpt.close()
+
+
+def _tensorboard_tags(run_dir):
+    """Every summary tag in the run's TensorBoard event files (read with tensorboardX's protobufs)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for path in run_dir.glob("tensorboard/**/events.out.tfevents.*"):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (length,) = struct.unpack("Q", data[i:i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12:i + 12 + length])
+            tags.update(v.tag for v in event.summary.value)
+            i += 12 + length + 4
+    return tags
+
+
+def test_tensorboard_has_speed_learning_rate_hparams_and_images(reference_run):
+    tags = _tensorboard_tags(reference_run)
+    for name in ("loss", "learning_rate", "steps_per_s", "examples_per_s", "data_wait", "eval_accuracy"):
+        assert f"digits_mlp/{name}" in tags
+    assert "_hparams_/experiment" in tags and "hparam/test_accuracy" in tags
+    assert "images/loss" in tags  # the report's figure
