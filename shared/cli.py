@@ -30,7 +30,7 @@ from typing import Any
 
 from shared import compilation_cache, host_malloc
 from shared.experiment import Experiment, Preempted, RunContext
-from shared.overrides import UsageError, apply_overrides, describe_fields, load_config_file
+from shared.overrides import ConfigError, UsageError, apply_overrides, describe_fields, load_config_file
 from shared.report import Report, markdown_table, to_jsonable, write_index
 
 PACKAGES = ("shared", "nvae_jax", "longtail", "flooding", "weissi", "rnn_grad", "mwp", "spaces")
@@ -404,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(experiments, args, rest)
         return cmd_reproduce(experiments, args)
-    except UsageError as error:
+    except (UsageError, ConfigError) as error:
         print(f"kexue: error: {error}", file=sys.stderr)
         return 2
     except Preempted as preempted:

@@ -32,6 +32,11 @@ class UsageError(Exception):
     """A bad command line: reported in one paragraph, exit code 2."""
 
 
+class ConfigError(ValueError):
+    """A config value that the run cannot use, found once the run knows its mesh (e.g. a batch that does
+    not divide over the devices); `kexue` reports it like a usage error (one line, exit code 2)."""
+
+
 def field_types(config_type: type) -> dict[str, Any]:
     """{field: type} of a config dataclass, with string annotations resolved."""
     hints = typing.get_type_hints(config_type)

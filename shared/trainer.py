@@ -47,6 +47,7 @@ from tqdm import auto as tqdm_auto
 from shared import data, host_malloc, train
 from shared.checkpoint import Checkpointer, abstract_like
 from shared.experiment import Preempted
+from shared.overrides import ConfigError
 
 __all__ = ["Loop", "Trainer", "check_global_batch"]
 
@@ -105,7 +106,7 @@ def check_global_batch(batch_size: int, field: str = "batch_size", num_devices: 
     processes = jax.process_count()
     num_devices = jax.device_count() if num_devices is None else num_devices
     if batch_size % processes or batch_size % num_devices:
-        raise ValueError(f"config.{field}={batch_size} is the global batch and must divide by the {processes} "
+        raise ConfigError(f"config.{field}={batch_size} is the global batch and must divide by the {processes} "
                          f"process(es) and by the {num_devices} device(s) of the mesh")
     return batch_size // processes
 

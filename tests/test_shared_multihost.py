@@ -154,3 +154,57 @@ def test_unreachable_coordinator_fails_with_one_line_in_time(tmp_path, timeout):
 def test_bad_multihost_flags_are_one_line(tmp_path, args, needle):
     code, _, err = _finish(_kexue(["run", "shared.digits_mlp", "--out", str(tmp_path), *args], 1), timeout=120)
     assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_a_batch_that_does_not_split_is_one_line(tmp_path):
+    code, _, err = _finish(_kexue(["run", "shared.digits_mlp", "--out", str(tmp_path), "--config.batch_size", "12"],
+                                  8), timeout=120)
+    assert code == 2 and "config.batch_size=12 is the global batch" in err and "Traceback" not in err
+
+
+def _raw_checkpoints(run_dir):
+    """{checkpoint directory: the newest step's saved state as NumPy arrays} of a run (no model needed)."""
+    import orbax.checkpoint as ocp
+
+    found = {}
+    for steps_dir in {p.parent for p in run_dir.glob("checkpoints/**/[0-9]*/state")}:
+        step = max(int(p.name) for p in steps_dir.iterdir() if p.name.isdigit())
+        found[str(steps_dir.relative_to(run_dir))] = ocp.StandardCheckpointer().restore(steps_dir / str(step) / "state")
+    return found
+
+
+# every other trainer, at sizes that train in about a minute; each config's batch divides by 8
+TRAINERS = {
+    "nvae_jax.digits": ["--config.train_steps", "6", "--config.batch_size", "16", "--config.num_iw_samples", "2",
+                        "--config.num_eval", "16"],
+    "mwp.synthetic_solver": ["--config.num_steps", "20", "--config.log_every", "10", "--config.train_size", "200",
+                             "--config.valid_size", "16", "--config.test_size", "16", "--config.beams", "1"],
+    "spaces.synthetic_pipeline": ["--config.generator_steps", "6", "--config.extractor_steps", "4", "--config.n_train",
+                                  "24", "--config.n_test", "8", "--config.variants", "sparse-copy"],
+    "longtail.cifar_lt": ["--config.methods", "erm"],
+    "flooding.cifar10": [],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", sorted(TRAINERS))
+def test_every_trainer_two_by_four_equals_one_by_eight(tmp_path, experiment):
+    """Each trainer through the command: the same history (1e-4) and final parameters (1e-4) on 2 processes x
+    4 devices as on 1 process x 8."""
+    args = TRAINERS[experiment]
+    multi, single = tmp_path / "multi", tmp_path / "single"
+    for code, _, err in _two_by_four(experiment, multi, args):
+        assert code == 0, err[-3000:]
+    code, _, err = _finish(_kexue(["run", experiment, "--out", str(single), *args], 8))
+    assert code == 0, err[-3000:]
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (multi, single))
+    histories = [(k, a[k], b[k]) for k in a if k.endswith("history") or k == "history"]
+    for key, ha, hb in histories:
+        for ra, rb in zip(ha, hb, strict=True):
+            for name, value in ra.items():
+                if isinstance(value, float):
+                    assert value == pytest.approx(rb[name], rel=1e-4, abs=1e-6), (key, name)
+    ckpt_a, ckpt_b = _raw_checkpoints(multi), _raw_checkpoints(single)
+    assert ckpt_a.keys() == ckpt_b.keys() and ckpt_a
+    for name in ckpt_a:
+        chex.assert_trees_all_close(ckpt_a[name]["params"], ckpt_b[name]["params"], rtol=1e-4, atol=1e-6)
