@@ -182,7 +182,7 @@ TRAINERS = {
     "spaces.synthetic_pipeline": ["--config.generator_steps", "6", "--config.extractor_steps", "4", "--config.n_train",
                                   "24", "--config.n_test", "8", "--config.variants", "sparse-copy"],
     "longtail.cifar_lt": ["--config.methods", "erm"],
-    "flooding.cifar10": [],
+    "flooding.cifar10": ["--config.flood_levels", "0.05", "--config.data_dir", "{cifar}"],  # shared.classification
 }
 
 
@@ -191,7 +191,10 @@ TRAINERS = {
 def test_every_trainer_two_by_four_equals_one_by_eight(tmp_path, experiment):
     """Each trainer through the command: the same history (1e-4) and final parameters (1e-4) on 2 processes x
     4 devices as on 1 process x 8."""
-    args = TRAINERS[experiment]
+    from tests.test_shared_cifar_files import write_release
+
+    write_release(tmp_path / "cifar", per_file=8)  # a small CIFAR-10 python release in the real format
+    args = [a.replace("{cifar}", str(tmp_path / "cifar")) for a in TRAINERS[experiment]]
     multi, single = tmp_path / "multi", tmp_path / "single"
     for code, _, err in _two_by_four(experiment, multi, args):
         assert code == 0, err[-3000:]
