@@ -40,7 +40,7 @@ from shared import cifar_files, data
 from shared.augment import random_crop_flip
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the fixture writer lives in tests/
-from tests.test_shared_cifar_files import write_release  # noqa: E402
+from tests.test_shared_cifar_files import write_release
 
 
 def make_step(config, counts, steps_per_epoch):

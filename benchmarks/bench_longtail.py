@@ -60,7 +60,8 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["python_loop"] / med["vmapped"]
-    print(f"synthetic study, {args.trials} trials x {len(synthetic.METHODS)} methods, {args.repeats} interleaved repeats")
+    print(f"synthetic study, {args.trials} trials x {len(synthetic.METHODS)} methods, "
+          f"{args.repeats} interleaved repeats")
     print(f"  compile: vmapped {compile_vmapped:.2f} s, one-trial {compile_single:.2f} s")
     print(f"  vmapped program: median {med['vmapped']:.2f} s  (target < 30 s for 100 trials)")
     print(f"  python loop:     median {med['python_loop']:.2f} s")

@@ -113,8 +113,9 @@ def main() -> None:
         prior = prior / prior.sum()
         shape = {"shape": [b, k]}
         if "la" in which:
-            records.append(compare("logit_adjusted_cross_entropy vs dense CE", vg(L.logit_adjusted_cross_entropy, prior),
-                                   vg(dense_ce), (x, y), args.repeats, inner=20, extra=shape, target=1.10))
+            records.append(compare("logit_adjusted_cross_entropy vs dense CE",
+                                   vg(L.logit_adjusted_cross_entropy, prior), vg(dense_ce), (x, y), args.repeats,
+                                   inner=20, extra=shape, target=1.10))
         if "pairwise" in which:
             margins = L.logit_adjustment_margins(prior, 1.0)
             records.append(compare("pairwise_margin_loss(LA margins) vs dense CE", vg(L.pairwise_margin_loss, margins),

@@ -19,11 +19,9 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from rnn_grad import cells
-from rnn_grad import jacobians as J
+from rnn_grad import cells, jacobians as J
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ alternating) and the ratio is of medians.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import pathlib
 import platform
@@ -31,7 +32,7 @@ def make_problem(width, batch):
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     sizes = [64, width, width, 10]
     params = {}
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         params[f"layer{i}"] = {"kernel": jax.random.normal(keys[i], (a, b)) / jnp.sqrt(a), "bias": jnp.zeros(b)}
     x = jax.random.normal(keys[3], (batch, 64))
     y = jnp.arange(batch) % 10

@@ -32,7 +32,8 @@ def _sinusoid(rng: np.random.Generator, n: int):
 
 
 def _spiral(rng: np.random.Generator, n: int, noise: float = 1.0):
-    """a on an even grid of [0, 4π]; class 1 at (a cos a, a sin a), class 0 at ((a+π) cos a, (a+π) sin a), + N(0, σ²)."""
+    """a on an even grid of [0, 4π]; class 1 at (a cos a, a sin a), class 0 at ((a+π) cos a, (a+π) sin a),
+    plus N(0, σ²) noise."""
     a = np.linspace(0.0, 4 * np.pi, n)
     x1 = np.stack([a * np.cos(a), a * np.sin(a)], axis=1) + noise * rng.standard_normal((n, 2))
     x0 = np.stack([(a + np.pi) * np.cos(a), (a + np.pi) * np.sin(a)], axis=1) + noise * rng.standard_normal((n, 2))

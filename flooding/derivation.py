@@ -8,7 +8,8 @@ gradient step of size ε² on ½‖∇L‖². The error of the approximation mus
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

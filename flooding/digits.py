@@ -36,7 +36,7 @@ def symmetric_noise(labels: np.ndarray, rate: float, num_classes: int, seed: int
     """Replaces a fraction `rate` of the labels (chosen at random) by a uniformly drawn *other* class."""
     rng = np.random.default_rng(seed)
     labels = labels.copy()
-    idx = rng.permutation(len(labels))[: int(round(rate * len(labels)))]
+    idx = rng.permutation(len(labels))[: round(rate * len(labels))]
     labels[idx] = (labels[idx] + rng.integers(1, num_classes, size=len(idx))) % num_classes
     return labels
 
@@ -93,7 +93,8 @@ def train_family(config: DigitsConfig, family: str, hps, datasets: list[dict], s
     splits = [nnx.split(m, nnx.Param) for m in models]
     graphdef = splits[0][0]
     params0 = jax.tree.map(lambda *xs: jnp.stack(xs), *[s[1] for s in splits])
-    stacked = {k: jnp.stack([d[k] for d in datasets]) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+    keys = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    stacked = {k: jnp.stack([d[k] for d in datasets]) for k in keys}
     make_tx, value_and_grad = _family_fns(family, graphdef, config)
     calls = 2 * config.num_steps if family == "sam" else config.num_steps
     per_update = 2 if family == "sam" else 1

@@ -28,7 +28,6 @@ from shared import train
 from shared.models import MLP
 from shared.transforms import flooding
 
-
 NUM_LOGITS = 2  # the official demo's output layer: K = 2 classes, softmax cross-entropy
 
 

@@ -35,7 +35,8 @@ class SyntheticConfig:
 
     Each trial draws `n_train` / `n_test` points, fits an affine classifier to convergence with each
     loss (`newton_steps` Newton iterations on the strictly convex empirical risk) and measures the
-    balanced test error; `trial_batch` trials are vmapped at a time (`jax.lax.map`). `tau` is the logit-adjustment temperature (loss, equalised margins, post-hoc);
+    balanced test error; `trial_batch` trials are vmapped at a time (`jax.lax.map`). `tau` is the
+    logit-adjustment temperature (loss, equalised margins, post-hoc);
     `ldam_scale` the margin of the rarest class in the LDAM-style loss.
     """
 

@@ -56,7 +56,8 @@ def init_states(config: DigitsLTConfig, tx, num_methods: int):
 
 
 def make_program(config: DigitsLTConfig, counts, graphdef, tx, methods=TRAINED_METHODS):
-    """The jitted study: (state [S, M], x [S, N, ...], y [S, N], x_test [T, ...]) -> (state, test logits [S, M, T, K], losses [steps, S, M])."""
+    """The jitted study: (state [S, M], x [S, N, ...], y [S, N], x_test [T, ...])
+    -> (state, test logits [S, M, T, K], losses [steps, S, M])."""
     loss_of = switched_loss(methods, counts, tau=config.tau, ldam_scale=config.ldam_scale,
                             focal_gamma=config.focal_gamma, class_balanced_beta=config.class_balanced_beta)
 

@@ -81,7 +81,9 @@ def make_loss(method: str, class_counts, *, tau: float = 1.0, ldam_scale: float 
     raise ValueError(f"method must be one of {TRAINED_METHODS}, got {method!r}")
 
 
-def switched_loss(methods: Sequence[str], class_counts, **kwargs) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+def switched_loss(
+    methods: Sequence[str], class_counts, **kwargs
+) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """`(index [], logits, labels) -> [B]`: the loss of `methods[index]`, via `jax.lax.switch`.
 
     Under `jax.vmap` over the index every branch is evaluated and one selected, so the methods of a

@@ -205,7 +205,7 @@ def holdout_split(labels, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     held = []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        held.append(idx[: max(1, int(round(fraction * idx.size)))])
+        held.append(idx[: max(1, round(fraction * idx.size))])
     held = np.sort(np.concatenate(held))
     rest = np.setdiff1d(np.arange(labels.size), held)
     return held, rest

@@ -47,8 +47,8 @@ def build_model(config, splits: dict, vocab_dir: str | pathlib.Path):
     `vocab_dir`, and the tokenizer reads it).  tiny: `shared.unilm.create("tiny")` with the full vocab.
     info: {"source", "vocab_size", "kept_token_ids" (None = all), "missing"}.
     """
-    from shared import hf_bert, unilm
     from mwp.tokenizer import WordPieceTokenizer
+    from shared import hf_bert, unilm
 
     ckpt = pathlib.Path(config.checkpoint_dir)
     vocab_path = ckpt / "vocab.txt"

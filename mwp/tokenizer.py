@@ -223,7 +223,7 @@ class CharTokenizer(_Base):
 
     @classmethod
     def build(cls, questions: Iterable[str], min_count: int = 1, *, expression_tokens: str = "digits",
-              equations: Iterable[str] = ()) -> "CharTokenizer":
+              equations: Iterable[str] = ()) -> CharTokenizer:
         """Vocabulary of every character seen at least `min_count` times in `questions`.
 
         With `expression_tokens="wordpiece"` it also holds a WordPiece vocabulary for numbers, the way a

@@ -102,7 +102,7 @@ def _scattered_sum(dx: jax.Array, kernel: jax.Array) -> jax.Array:
     cotangent instead, which is slower (benchmarks/bench_forward_mode.py).
     """
     k = kernel.shape[0]
-    lo, hi = _same_padding(k)
+    _lo, hi = _same_padding(k)
     h, w = dx.shape[1:3]
     terms = [jnp.pad(dx * kernel[i, j, 0][None, None, None, :], ((0, 0), (k - 1 - i, i), (k - 1 - j, j), (0, 0)))
              for i in range(k) for j in range(k)]

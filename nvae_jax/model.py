@@ -13,8 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nvae_jax.configs import Config
-from nvae_jax.layers import (ARConv, SqueezeExcite, WNConv, bernoulli_log_prob, dmol_log_prob, host_uniform,
-                             swish)
+from nvae_jax.layers import ARConv, SqueezeExcite, WNConv, bernoulli_log_prob, dmol_log_prob, host_uniform, swish
 from shared import hvae
 
 

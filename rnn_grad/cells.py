@@ -44,7 +44,8 @@ def init(cell: str, key: jax.Array, input_size: int, hidden_size: int, *, gain: 
 
     W ~ N(0, 1/input_size) [input_size, k·hidden]; each of the k recurrent blocks of U
     [hidden, k·hidden] is `gain · Q` (Q Haar orthogonal) or, with `orthogonal_init=False`,
-    N(0, gain²/hidden) (spectral radius ≈ gain); b = 0 except the LSTM forget block = `forget_bias` and the GRU update block = −`forget_bias`
+    N(0, gain²/hidden) (spectral radius ≈ gain); b = 0 except the LSTM forget block = `forget_bias` and the
+    GRU update block = −`forget_bias`
     (so the keep gate 1 − z starts near σ(forget_bias)).
     Gate order: lstm [i, f, ĉ, o], gru [z, r, ĥ].
     """

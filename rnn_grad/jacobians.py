@@ -12,7 +12,6 @@ import jax.numpy as jnp
 
 from rnn_grad import cells
 
-
 # ----------------------------------------------------------------------------- state flattening
 
 def flatten_state(cell: str, state) -> jax.Array:

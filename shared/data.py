@@ -122,7 +122,7 @@ DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

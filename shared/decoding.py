@@ -28,7 +28,8 @@ logits (e.g. a copy head's B/I/O logits, or the token just consumed), and `carry
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

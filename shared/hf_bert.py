@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from flax import nnx

@@ -148,7 +148,7 @@ def cifar_resnet(depth: int, num_classes: int, *, rngs: nnx.Rngs, dtype=None) ->
     return CifarResNet((n, n, n), (16, 32, 64), num_classes, rngs=rngs, dtype=dtype)
 
 
-def ResNet18(num_classes: int, *, rngs: nnx.Rngs, in_channels: int = 3, dtype=None) -> CifarResNet:  # noqa: N802
+def ResNet18(num_classes: int, *, rngs: nnx.Rngs, in_channels: int = 3, dtype=None) -> CifarResNet:
     """ResNet-18 (2, 2, 2, 2 blocks of 64/128/256/512) with a 3x3 stem and projection shortcuts."""
     return CifarResNet((2, 2, 2, 2), (64, 128, 256, 512), num_classes, rngs=rngs,
                        in_channels=in_channels, shortcut="conv", dtype=dtype)

@@ -37,7 +37,7 @@ def _check_k(k, num_classes: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int):
         try:
             k = int(k)  # numpy ints; a tracer raises here
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise ValueError(f"k must be a static Python int, got {type(k).__name__}") from e
     if not 1 <= k <= num_classes:
         raise ValueError(f"k must satisfy 1 <= k <= K={num_classes} (number of classes), got k={k}")

@@ -11,7 +11,8 @@ For SAM use `optax.contrib.sam`; for weight decay `optax.add_decayed_weights`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

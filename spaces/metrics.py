@@ -172,7 +172,7 @@ class PreparedText:
     (flattened), `c1` / `c2` (unigram / bigram Counters), `n1` / `n2` (their totals), `distinct`.
     """
 
-    __slots__ = ("backend", "sentences", "words", "c1", "c2", "n1", "n2", "distinct")
+    __slots__ = ("backend", "c1", "c2", "distinct", "n1", "n2", "sentences", "words")
 
     def __init__(self, sentences: list[list[str]], backend: str):
         self.backend = backend
@@ -183,12 +183,12 @@ class PreparedText:
         self.n1, self.n2 = len(self.words), len(bigrams)
         self.distinct = frozenset(self.c1)
 
-    def _n_scores(self, ref: "PreparedText") -> tuple[float, float]:
+    def _n_scores(self, ref: PreparedText) -> tuple[float, float]:
         f = _f_spaces if self.backend == "spaces" else _f_plain
         return (f(self.n1, ref.n1, _overlap(self.c1, ref.c1)),
                 f(self.n2, ref.n2, _overlap(self.c2, ref.c2) if self.n2 and ref.n2 else 0))
 
-    def scores(self, ref: "PreparedText") -> tuple[float, float, float]:
+    def scores(self, ref: PreparedText) -> tuple[float, float, float]:
         """(R1, R2, RL) F-scores of this text as the hypothesis against `ref` (0, 0, 0 if either is empty)."""
         if ref.backend != self.backend:
             raise ValueError(f"cannot score a {self.backend!r} text against a {ref.backend!r} one")
@@ -203,12 +203,12 @@ class PreparedText:
             return f1, f2, _f_spaces(len(self.distinct), len(ref.distinct), len(union))
         return f1, f2, _f_plain(self.n1, ref.n1, lcs_length(self.words, ref.words))
 
-    def weighted(self, ref: "PreparedText") -> float:
+    def weighted(self, ref: PreparedText) -> float:
         """0.2·R1 + 0.4·R2 + 0.4·RL, summed in SPACES' order."""
         r1, r2, rl = self.scores(ref)
         return r1 * WEIGHTS[0] + r2 * WEIGHTS[1] + rl * WEIGHTS[2]
 
-    def bound(self, ref: "PreparedText") -> float:
+    def bound(self, ref: PreparedText) -> float:
         """An upper bound on `weighted(ref)` without any LCS: RL is replaced by its value at the
         largest overlap it can have (the shared distinct words for "spaces", the unigram overlap
         for "rouge-score", since an LCS never uses more)."""

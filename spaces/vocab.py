@@ -45,14 +45,14 @@ class Vocab:
         return len(self.tokens)
 
     @classmethod
-    def build(cls, texts: Iterable[str], min_count: int = 1) -> "Vocab":
+    def build(cls, texts: Iterable[str], min_count: int = 1) -> Vocab:
         """Character vocabulary of `texts` (characters seen at least `min_count` times), by frequency."""
         counts = Counter(c for t in texts for c in t if not c.isspace())
         chars = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
         return cls(list(SPECIALS) + chars)
 
     def with_words(self, texts: Iterable[str], min_count: int = 5, max_words: int | None = None,
-                   user_dict: str | None = None) -> "Vocab":
+                   user_dict: str | None = None) -> Vocab:
         """A word-level vocabulary: this one plus the jieba words (>= 2 chars) seen `min_count` times,
         segmented with the jieba user dictionary at `user_dict` (a missing file is a ValueError naming it)."""
         counts = Counter(w for t in texts for w in segment(t, user_dict) if len(w) > 1 and not w.isspace())

@@ -7,7 +7,7 @@ from shared.transforms import gradient_norm_penalty
 
 
 def test_descent_then_ascent_is_a_gradient_norm_step_to_third_order():
-    eps, errors, rel, slope = check_derivation(tuple(np.geomspace(0.2, 0.005, 7)))
+    _eps, errors, rel, slope = check_derivation(tuple(np.geomspace(0.2, 0.005, 7)))
     assert 2.85 < slope < 3.15, slope
     assert np.all(np.diff(errors) < 0)
     assert rel[-1] < 0.01 and rel[-1] < rel[0] / 10  # relative error ∝ ε

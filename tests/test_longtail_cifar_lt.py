@@ -63,7 +63,7 @@ def test_long_tailed_train_from_release_files(release):
     other = cifar_lt.long_tailed_train(dataclasses.replace(config, subsample_seed=1))[0]
     np.testing.assert_array_equal(same, images)
     assert not np.array_equal(other, images)
-    test_images, test_labels = cifar_lt.load_split(config, "test")
+    test_images, _test_labels = cifar_lt.load_split(config, "test")
     np.testing.assert_array_equal(test_images, written["test"][0])
 
 

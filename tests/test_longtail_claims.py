@@ -28,7 +28,7 @@ def gaussian_model(n=256, seed=0):
 
 # ------------------------------------------------------------------ (a) post-hoc τ = 1 is the PMI argmax
 def test_posthoc_tau1_is_argmax_of_pointwise_mutual_information():
-    _, y, log_lik, log_post = gaussian_model()
+    _, _y, log_lik, log_post = gaussian_model()
     pmi = log_post - jnp.log(PRIOR)[None, :]  # log p(y|x) − log p(y) = log p(x|y) − log p(x)
     adjusted = losses.posthoc_logit_adjustment(log_post, PRIOR, tau=1.0)
     np.testing.assert_allclose(adjusted, pmi, atol=1e-5)

@@ -27,8 +27,8 @@ def test_registry():
 
 
 def test_bayes_rate_closed_form():
-    assert synthetic.BAYES_BALANCED_ERROR == pytest.approx(0.0786, abs=1e-4)
-    assert synthetic.BAYES_BALANCED_ERROR == pytest.approx(0.5 * math.erfc(1.0))
+    assert pytest.approx(0.0786, abs=1e-4) == synthetic.BAYES_BALANCED_ERROR
+    assert pytest.approx(0.5 * math.erfc(1.0)) == synthetic.BAYES_BALANCED_ERROR
 
 
 def test_synthetic_study_small(tmp_path):

@@ -102,7 +102,8 @@ def _write_fixture_data(data_dir):
 def test_ape210k_build_model_loads_checkpoint(tmp_path, simplified):
     """base size: the UniLM's weights are the checkpoint's (embedding rows sliced by the simplified vocab)."""
     from safetensors.numpy import load_file
-    from mwp.ape210k import load_splits, build_model
+
+    from mwp.ape210k import build_model, load_splits
 
     _write_fixture_data(tmp_path / "data")
     cfg = dataclasses.replace(configs.APE210K_FULL, data_dir=str(tmp_path / "data"), checkpoint_dir=str(HF_TINY),
@@ -136,9 +137,9 @@ def test_ape210k_build_model_loads_checkpoint(tmp_path, simplified):
 
 def test_ape210k_run_on_fixture_files(tmp_path):
     """run_ape210k end to end: fixture files in the real format + the committed tiny HF checkpoint, 1 epoch."""
+    from mwp.ape210k import run_ape210k
     from shared.experiment import RunContext
     from shared.report import Report
-    from mwp.ape210k import run_ape210k
 
     _write_fixture_data(tmp_path / "data")
     cfg = dataclasses.replace(configs.APE210K_FULL, data_dir=str(tmp_path / "data"), checkpoint_dir=str(HF_TINY),
@@ -162,9 +163,9 @@ def test_ape210k_run_on_fixture_files(tmp_path):
 @pytest.mark.slow
 def test_quick_run_reaches_floor(tmp_path):
     """The quick preset with seed 0 (verified floor: see mwp/README.md)."""
+    from mwp.solver import run_synthetic
     from shared.experiment import RunContext
     from shared.report import Report
-    from mwp.solver import run_synthetic
 
     metrics = run_synthetic(configs.SYNTHETIC_QUICK, RunContext(out_dir=tmp_path, report=Report("q", tmp_path)))
     assert metrics["test_beam1_seen_phrasing"] >= QUICK_SEEN_FLOOR

@@ -6,8 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from mwp.expressions import (ExpressionError, answers_equal, normalize_problem, remove_redundant_brackets,
-                             safe_eval)
+from mwp.expressions import ExpressionError, answers_equal, normalize_problem, remove_redundant_brackets, safe_eval
 
 
 @pytest.mark.parametrize("expr, value", [

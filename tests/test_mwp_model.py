@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from shared import train, unilm
 from mwp.solver import make_decoder, noisy_source_loss
+from shared import train, unilm
 
 SEP = 3
 

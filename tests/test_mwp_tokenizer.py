@@ -5,11 +5,23 @@ import re
 
 import pytest
 
-from mwp.expressions import ExpressionError, safe_eval
+from mwp.expressions import ExpressionError, normalize_problem, safe_eval
 from mwp.synthetic import generate_split
-from mwp.expressions import normalize_problem
-from mwp.tokenizer import (CLS, EXPRESSION_PIECES, PAD, SEP, SLOTS, SPECIALS, UNK, CharTokenizer, WordPieceTokenizer,
-                           fill_slots, number_slots, split_expression, wordpiece)
+from mwp.tokenizer import (
+    CLS,
+    EXPRESSION_PIECES,
+    PAD,
+    SEP,
+    SLOTS,
+    SPECIALS,
+    UNK,
+    CharTokenizer,
+    WordPieceTokenizer,
+    fill_slots,
+    number_slots,
+    split_expression,
+    wordpiece,
+)
 
 EXPRESSIONS = ["6000/(1+3/5)", "3.14*3**2", "2**-1", "(2+1/4)-(1+1/2)", "123456789*987654321", "[N0]**[N1]-2"]
 

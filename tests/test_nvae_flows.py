@@ -103,7 +103,7 @@ def test_bf16_forward_close_to_fp32():
     m16 = NVAE(dataclasses.replace(cfg, bf16=True), rngs=nnx.Rngs(0))
     x = (jax.random.uniform(jax.random.PRNGKey(1), (4, 4, 4, 1)) > 0.5).astype(jnp.float32)
     fwd = nnx.jit(lambda m, x, k: m(x, k))
-    r32, kl32, o32 = fwd(m32, x, jax.random.PRNGKey(3))
+    r32, kl32, _o32 = fwd(m32, x, jax.random.PRNGKey(3))
     r16, kl16, o16 = fwd(m16, x, jax.random.PRNGKey(3))
     assert r16.dtype == kl16.dtype == o16.dtype == jnp.float32  # likelihoods in float32
     assert m16.stem(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16  # convs compute in bf16

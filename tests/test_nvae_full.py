@@ -2,7 +2,7 @@
 
 import pytest
 
-from nvae_jax import configs, experiments
+from nvae_jax import experiments
 
 
 def test_full_experiments_registered_with_official_hyperparameters():

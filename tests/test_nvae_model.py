@@ -9,7 +9,6 @@ from nvae_jax import configs, experiments
 from nvae_jax.model import NVAE
 from shared.train import eval_shape_model
 
-
 FULL = {"mnist": configs.MNIST, "cifar10": configs.CIFAR10, "celeba64": configs.CELEBA64}
 PUBLISHED_PARAMS_M = {"mnist": 33.4, "cifar10": 130.9}  # nvae_jax/README.md, official configs
 

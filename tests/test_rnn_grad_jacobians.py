@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_grad import cells
-from rnn_grad import jacobians as J
+from rnn_grad import cells, jacobians as J
 
 KEY = jax.random.PRNGKey(0)
 LR = jax.jit(J.long_range_norms, static_argnums=0)
@@ -36,7 +35,7 @@ def test_closed_form_matches_jacfwd(cell):
 def test_lstm_cell_path_jacobian_matches_jacfwd():
     p = cells.init("lstm", KEY, 5, 7, gain=1.3)
     x = jax.random.normal(jax.random.PRNGKey(1), (5,))
-    h, c = _state("lstm", p, x)
+    _h, c = _state("lstm", p, x)
     o_prev = jax.random.uniform(jax.random.PRNGKey(2), (7,))
     ref = jax.jacfwd(lambda c_: cells.step("lstm", p, (o_prev * jnp.tanh(c_), c_), x)[1])(c)
     got = J.lstm_cell_jacobian(p, (o_prev * jnp.tanh(c), c), x, o_prev)

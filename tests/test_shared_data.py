@@ -11,7 +11,7 @@ def test_digits_fixed_split_and_views():
     x_te, y_te = data.digits("test")
     assert x_tr.shape == (1347, 8, 8, 1) and x_te.shape == (450, 8, 8, 1)
     assert x_tr.dtype == np.float32 and y_tr.dtype == np.int32
-    assert 0.0 <= x_tr.min() and x_tr.max() == 1.0
+    assert x_tr.min() >= 0.0 and x_tr.max() == 1.0
     np.testing.assert_array_equal(np.bincount(y_te), np.bincount(data.digits("test")[1]))  # deterministic
     xb, _ = data.digits("train", binarize=True)
     assert set(np.unique(xb)) == {0.0, 1.0}

@@ -84,7 +84,7 @@ def test_latent_group_step_shapes_and_generation():
     out, aux = hvae.latent_group_step(jax.random.PRNGKey(10), s, prior_head, combine, e, post_head)
     assert out.shape == s.shape and aux["kl"].shape == (b, h, w, latent)
     assert bool(jnp.all(aux["kl"] >= -1e-6))
-    out0, aux0 = hvae.latent_group_step(jax.random.PRNGKey(10), s, prior_head, combine, temperature=0.0)
+    _out0, aux0 = hvae.latent_group_step(jax.random.PRNGKey(10), s, prior_head, combine, temperature=0.0)
     np.testing.assert_allclose(aux0["z"], aux0["p"].mu, atol=1e-6)  # t = 0 gives the prior mean
     with pytest.raises(ValueError, match="posterior_head"):
         hvae.latent_group_step(jax.random.PRNGKey(10), s, prior_head, combine, e, None)

@@ -82,7 +82,7 @@ def test_posthoc_is_pmi_argmax(data):
 
 
 def test_pairwise_margin_closed_form_and_grad(data):
-    x, y, prior = data
+    x, y, _prior = data
     delta = jax.random.normal(jax.random.PRNGKey(2), (K, K))
     alpha = jnp.linspace(0.5, 2.0, K)
     got = L.pairwise_margin_loss(x, y, delta, class_weights=alpha)
@@ -146,7 +146,7 @@ def test_ldam_margins_and_balanced_weights(data):
 
 
 def test_weighted_ce(data):
-    x, y, prior = data
+    x, y, _prior = data
     w = jnp.arange(1.0, K + 1.0)
     got = L.weighted_cross_entropy(x, y, w)
     np.testing.assert_allclose(got, w[y] * _ce(x, y), rtol=1e-6, atol=1e-6)

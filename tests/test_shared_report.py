@@ -6,13 +6,13 @@ import json
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-from shared.experiment import Experiment, RunContext  # noqa: E402
-from shared.report import Report, markdown_table, to_jsonable, write_index  # noqa: E402
-from tests.test_shared_cli import kexue  # noqa: E402
+from shared.experiment import Experiment, RunContext
+from shared.report import Report, markdown_table, to_jsonable, write_index
+from tests.test_shared_cli import kexue
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,7 +36,7 @@ def _problem():
 def test_flood_closed_form_and_gradient():
     np.testing.assert_allclose(flood(jnp.array([0.1, 0.5, 2.0]), 0.3), [0.5, 0.5, 2.0], rtol=1e-6)
     np.testing.assert_allclose(flood(jnp.array(0.7), 0.0), 0.7)  # b = 0: plain loss
-    params, x, y, per_example, loss_fn = _problem()
+    params, x, y, _per_example, loss_fn = _problem()
     g = jax.grad(loss_fn)(params, x, y)
     lval = loss_fn(params, x, y)
     for b, sign in ((0.0, 1.0), (float(lval) + 0.1, -1.0)):
@@ -109,7 +109,7 @@ def test_gradient_norm_penalty_matches_double_backprop():
     rv, rg = jax.value_and_grad(penalised)(params)
     np.testing.assert_allclose(value, rv, rtol=1e-6)
     jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7), grads, rg)
-    v0, g0 = gradient_norm_penalty(loss_fn, 0.0)(params, x, y)
+    v0, _g0 = gradient_norm_penalty(loss_fn, 0.0)(params, x, y)
     np.testing.assert_allclose(v0, loss_fn(params, x, y), rtol=1e-6)
 
 

@@ -9,7 +9,7 @@ from flax import nnx
 
 from shared import unilm
 from spaces.copy_decoding import copy_processor, generate, initial_carry, top_k_logits
-from spaces.generator import B, I, O, CopyGenerator
+from spaces.generator import B, CopyGenerator, O
 
 
 def _reference_allowed(content, outputs, n):

@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from spaces.data import (Document, document_clauses, load_cail2020, split_clauses, truncated_clauses,
-                         write_cail2020)
+from spaces.data import Document, document_clauses, load_cail2020, split_clauses, truncated_clauses, write_cail2020
 from spaces.synthetic import synthetic_documents
 
 
@@ -86,7 +85,7 @@ def test_synthetic_documents_are_deterministic_and_judgment_like():
     docs = synthetic_documents(30, seed=3)
     assert docs == synthetic_documents(30, seed=3) and docs != synthetic_documents(30, seed=4)
     n = [len(document_clauses(d, None)) for d in docs]
-    assert 40 <= min(n) and max(n) <= 150
+    assert min(n) >= 40 and max(n) <= 150
     for d in docs:
         assert isinstance(d, Document) and d.summary and len(d.sentences) == len(d.labels)
         assert "判决" in d.summary and "本院认为" not in d.summary  # reworded, not copied

@@ -8,8 +8,16 @@ import pytest
 from flax import nnx
 
 from shared import unilm
-from spaces.extractor import (DGCNN, Extractor, GatedConv, extraction_loss, kfold_masks, masked_mean,
-                              select_clauses, unilm_clause_vectors)
+from spaces.extractor import (
+    DGCNN,
+    Extractor,
+    GatedConv,
+    extraction_loss,
+    kfold_masks,
+    masked_mean,
+    select_clauses,
+    unilm_clause_vectors,
+)
 
 
 def test_gated_conv_is_identity_at_init_and_zeroes_padding():

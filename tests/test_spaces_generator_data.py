@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from shared import unilm
-from spaces.generator import B, I, O, CopyGenerator, generator_loss, copy_labels, lcs_alignment
+from spaces.generator import B, CopyGenerator, I, O, copy_labels, generator_loss, lcs_alignment
 from spaces.generator_data import EXTRACTED, ORACLE, encode_generator_examples, make_train_transform, noise_tokens
 from spaces.vocab import Vocab
 

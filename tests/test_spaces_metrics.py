@@ -7,8 +7,17 @@ import pytest
 
 from spaces.data import document_clauses, split_clauses
 from spaces.labelling import extract_matching, oracle_text
-from spaces.metrics import (PreparedText, corpus_rouge, lcs_length, lcs_rows, prepare, rouge_scores, segment,
-                            tokenize, weighted_rouge)
+from spaces.metrics import (
+    PreparedText,
+    corpus_rouge,
+    lcs_length,
+    lcs_rows,
+    prepare,
+    rouge_scores,
+    segment,
+    tokenize,
+    weighted_rouge,
+)
 from spaces.synthetic import synthetic_documents
 
 

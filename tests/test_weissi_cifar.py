@@ -3,10 +3,10 @@ import dataclasses
 import jax
 import pytest
 
-from weissi import cifar, configs
 from shared.classification import make_resnet
 from shared.experiment import RunContext
 from shared.report import Report
+from weissi import cifar, configs
 
 
 def test_full_config_grid_and_resnet18_shapes():

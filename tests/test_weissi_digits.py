@@ -6,10 +6,10 @@ import optax
 import pytest
 from flax import nnx
 
-from weissi import configs, digits
-from weissi.invariance import shift_factors, shift_layer_params
 from shared.experiment import RunContext
 from shared.report import Report
+from weissi import configs, digits
+from weissi.invariance import shift_factors, shift_layer_params
 
 TINY = dataclasses.replace(configs.DIGITS_QUICK, hidden=(16,), num_steps=100, num_seeds=1, eps=(0.1,), pgd_steps=3)
 

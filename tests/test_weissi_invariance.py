@@ -6,8 +6,15 @@ from flax import nnx
 
 from shared.models import MLP
 from shared.transforms import weissi_penalty
-from weissi.invariance import (init_relu_mlp, l2_penalty, mlp_layer_paths, relu_mlp, scale_shift, shift_factors,
-                               shift_layer_params)
+from weissi.invariance import (
+    init_relu_mlp,
+    l2_penalty,
+    mlp_layer_paths,
+    relu_mlp,
+    scale_shift,
+    shift_factors,
+    shift_layer_params,
+)
 
 
 @pytest.fixture
