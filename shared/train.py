@@ -32,7 +32,6 @@ import optax
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-
 PyTree = Any
 Metrics = dict[str, jax.Array]
 # loss_fn(params, model_state, batch, rng) -> (scalar loss, (new model_state, metrics))

@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_grad import cells
-from rnn_grad import jacobians as J
+from rnn_grad import cells, jacobians as J
 
 KEY = jax.random.PRNGKey(0)
 D, T = 32, 80
