@@ -1,9 +1,8 @@
 """Flooding (Ishida et al., ICML 2020) and its reading as a gradient-norm penalty (kexue.fm 2020-07-31).
 """
 
-from shared.lazy import lazy_exports
-
 from flooding.configs import CifarConfig, DerivationConfig, DigitsConfig, SyntheticConfig
+from shared.lazy import lazy_exports
 
 # every other name loads its module on first use (`kexue list` must not import jax)
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {

@@ -2,9 +2,8 @@
 (kexue.fm 2020-07-19), and class weighting vs focal / dice / logit-adjusted losses (kexue.fm 2020-08-31).
 """
 
-from shared.lazy import lazy_exports
-
 from longtail.configs import CifarLTConfig, DigitsLTConfig, SyntheticConfig
+from shared.lazy import lazy_exports
 
 # every other name loads its module on first use (`kexue list` must not import jax)
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {

@@ -6,7 +6,6 @@ Only configs are imported here; each run function imports its (heavier) module w
 from longtail import configs
 from shared.experiment import Experiment, lazy_run
 
-
 EXPERIMENTS: dict[str, Experiment] = {
     "synthetic": Experiment(
         "longtail.synthetic", lazy_run("longtail.synthetic:run"),

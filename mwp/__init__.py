@@ -2,9 +2,8 @@
 solving expression, checked by a safe exact-arithmetic evaluator.
 """
 
-from shared.lazy import lazy_exports
-
 from mwp.configs import Ape210kConfig, SyntheticConfig
+from shared.lazy import lazy_exports
 
 # every other name loads its module on first use (`kexue list` must not import jax)
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {

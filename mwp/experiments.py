@@ -1,8 +1,7 @@
 """The experiments `kexue` can run for `mwp`."""
 
-from shared.experiment import Experiment, lazy_run
-
 from mwp import configs
+from shared.experiment import Experiment, lazy_run
 
 EXPERIMENTS: dict[str, Experiment] = {
     "synthetic_solver": Experiment(

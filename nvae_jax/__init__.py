@@ -2,9 +2,8 @@
 evaluated in bits/dim (nats for binary data) and sampled at temperature. Post: kexue.fm 2020-07-10.
 """
 
-from shared.lazy import lazy_exports
-
 from nvae_jax.configs import CELEBA64, CIFAR10, DIGITS, MNIST, TINY_MNIST, Config
+from shared.lazy import lazy_exports
 
 # every other name loads its module on first use (`kexue list` must not import jax)
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {

@@ -218,12 +218,12 @@ class NVAE(nnx.Module):
         s_state = jnp.broadcast_to(self.const[...].astype(self.dtype), (batch, *self.const.shape[1:]))
         kls, gi, keys = [], 0, jax.random.split(key, sum(groups))
         log_pq = jnp.zeros((batch,), jnp.float32)  # Σ_groups log p(z) − log q(z) (for IW bounds)
+        f32 = jnp.float32  # latent distributions in float32 (bf16 compute elsewhere)
         for s, g in enumerate(reversed(groups)):
             for i in range(g):
                 for cell in self.dec[gi]:
                     s_state = cell(s_state)
                 first = s == 0 and i == 0
-                f32 = jnp.float32  # latent distributions in float32 (bf16 compute elsewhere)
                 prior_head = ((lambda h: jnp.zeros((*h.shape[:3], 2 * self.cfg.num_latent_per_group), f32))
                               if first else (lambda h, k=gi - 1: self.priors[k](jax.nn.elu(h)).astype(f32)))
                 post_head = None
@@ -231,9 +231,12 @@ class NVAE(nnx.Module):
                 if enc_feats is not None:
                     feat = enc_feats[gi]
                     # top group: posterior from ELU(enc0(ELU(h))); later: from h_enc + 1×1(h_dec) (no ELU)
-                    post_head = (lambda e, h, k=gi, f=first: self.posts[k](
-                        jax.nn.elu(e) if f else e + self.comb_enc[k - 1](h)).astype(f32))
-                combine = (lambda h, z, k=gi: self.comb_dec[k](jnp.concatenate([h, z.astype(h.dtype)], axis=-1)))
+                    def post_head(e, h, k=gi, f=first):
+                        return self.posts[k](jax.nn.elu(e) if f else e + self.comb_enc[k - 1](h)).astype(f32)
+
+                def combine(h, z, k=gi):
+                    return self.comb_dec[k](jnp.concatenate([h, z.astype(h.dtype)], axis=-1))
+
                 flow = None
                 if enc_feats is not None and self.cfg.num_nf > 0:
                     def flow(z, k=gi):

@@ -4,7 +4,6 @@ Mikolov & Bengio 2013), measured with autodiff and confirmed by training.
 
 from shared.lazy import lazy_exports
 
-
 # every other name loads its module on first use (`kexue list` must not import jax)
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "cells": ("CELLS", "gru_gates", "init", "initial_state", "lstm_gates", "orthogonal", "run", "step"),

@@ -6,7 +6,6 @@ Only configs are imported here; each run function imports its (heavier) module w
 from rnn_grad import configs
 from shared.experiment import Experiment, lazy_run
 
-
 EXPERIMENTS: dict[str, Experiment] = {
     "jacobians": Experiment(
         "rnn_grad.jacobians", lazy_run("rnn_grad.sweep:run"),

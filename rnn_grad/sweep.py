@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_grad import cells
-from rnn_grad import jacobians as J
+from rnn_grad import cells, jacobians as J
 
 # published / independently checked numbers (rnn_grad/README.md, sources): d = 64, spectral norm at lag 10/50/100
 REFERENCE_SPECTRAL = {0.9: (0.31, 1.4e-3, 1.6e-6), 1.0: (0.85, 0.12, 6e-3), 1.1: (1.9, 1.7, 0.76),

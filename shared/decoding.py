@@ -128,7 +128,8 @@ def beam_search(step_fn: StepFn, first_logits: jax.Array, cache: Any, *, beam_si
             scores, finished = jnp.where(drop, -jnp.inf, scores), finished & ~drop
             width = jnp.sum(~drop & ~finished, axis=1).astype(jnp.int32)
             frozen = s["finished"][:, 0]  # [B] the row's best had ended: keep the row as it was
-            keep = lambda old, new: jnp.where(frozen.reshape(frozen.shape + (1,) * (new.ndim - 1)), old, new)
+            def keep(old, new):
+                return jnp.where(frozen.reshape(frozen.shape + (1,) * (new.ndim - 1)), old, new)
             parent = keep(jnp.broadcast_to(jnp.arange(k)[None, :], parent.shape), parent)
             token = keep(jnp.full_like(token, pad_id), token)
             tokens, scores, lengths = keep(s["tokens"], tokens), keep(s["scores"], scores), keep(s["lengths"], lengths)
@@ -145,7 +146,8 @@ def beam_search(step_fn: StepFn, first_logits: jax.Array, cache: Any, *, beam_si
         state["aux"] = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), state["aux"])
     s = jax.lax.while_loop(cond, body, state)
     order = jnp.argsort(-_rank(s["scores"], s["lengths"], length_penalty), axis=-1)  # [B, K]
-    take = lambda x: jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1)
+    def take(x):
+        return jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1)
     return DecodeResult(take(s["tokens"]), take(s["scores"]), take(s["lengths"]), take(s["finished"]))
 
 

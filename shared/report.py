@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
-
 def to_jsonable(value: Any) -> Any:
     """Converts numpy / jax scalars and arrays, tuples and dataclasses into JSON-able values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -95,7 +95,8 @@ def generate(model, source: jax.Array, source_len: jax.Array, *, beam_size: int,
     copyable = (pos >= 1) & (pos < source_len[:, None] - 1)  # content tokens only
     kwargs = {}
     if use_copy or top_k:
-        rep = lambda x: jnp.repeat(x, beam_size, axis=0)
+        def rep(x):
+            return jnp.repeat(x, beam_size, axis=0)
         kwargs = dict(processor=copy_processor(model.copy_logits, rep(source), rep(copyable),
                                                use_copy=use_copy, top_k=top_k),
                       processor_carry=initial_carry(b, s))

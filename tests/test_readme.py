@@ -182,7 +182,7 @@ def test_command_check_rejects_bad_commands():
                          ids=[f"{doc}#{i}" for doc, i, _ in _python_blocks()])
 def test_python_block_runs(doc, index, block, capsys):
     namespace: dict = {"__name__": f"readme_block_{index}"}
-    exec(compile(block, doc, "exec"), namespace)  # noqa: S102  (our own documentation)
+    exec(compile(block, doc, "exec"), namespace)
     if "train_step" in namespace:  # the notebook example: it must actually train
         import jax
 

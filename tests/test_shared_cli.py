@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from shared import cli, train
-from shared.overrides import apply_overrides
 from shared.checkpoint import Checkpointer, abstract_like
 from shared.configs import DigitsMLPConfig
+from shared.overrides import apply_overrides
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL = ["--config.num_steps", "240", "--config.checkpoint_every", "40", "--config.log_every", "20",

@@ -11,7 +11,6 @@ import time
 
 import chex
 import jax
-import numpy as np
 import pytest
 
 from shared import train

@@ -13,8 +13,7 @@ import pytest
 
 from shared import cli
 from shared.configs import DigitsMLPConfig
-from shared.overrides import (UsageError, apply_overrides, describe_fields, field_types, format_value,
-                              load_config_file)
+from shared.overrides import UsageError, apply_overrides, describe_fields, field_types, format_value, load_config_file
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PRESETS = [(name, preset, config) for name, exp in cli.registry().items() for preset, config in exp.presets.items()]

@@ -3,7 +3,6 @@ and AdamW (kexue.fm 2020-08-14).
 """
 
 from shared.lazy import lazy_exports
-
 from weissi.configs import METHODS, CifarConfig, DigitsConfig, InvarianceConfig
 
 # every other name loads its module on first use (`kexue list` must not import jax)
