@@ -63,7 +63,7 @@ def main() -> None:
     out, ref = ours(), naive()  # warm-up, and the same answer where float32 can represent it
     view = "state" if args.cell == "lstm" else "h"
     underflowed = 0
-    for lag, (spec, frob) in ref.items():
+    for lag, (_spec, frob) in ref.items():
         frob = np.asarray(frob)
         ok = frob > 1e-30  # the naive product under/overflows in float32 at long lags; ours does not
         underflowed += int((~ok).sum())

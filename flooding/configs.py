@@ -67,7 +67,8 @@ class SyntheticConfig:
             _check_levels(name, getattr(self, name))
         unknown = set(self.datasets) - {"gaussian", "sinusoid", "spiral"}
         if unknown or not self.datasets:
-            raise ValueError(f"config.datasets must be a non-empty subset of gaussian/sinusoid/spiral, got {self.datasets}")
+            raise ValueError(f"config.datasets must be a non-empty subset of gaussian/sinusoid/spiral, "
+                             f"got {self.datasets}")
 
     def levels(self, dataset: str) -> tuple[float, ...]:
         return getattr(self, f"{dataset}_levels")
@@ -169,6 +170,7 @@ class DerivationConfig:
 
     def __post_init__(self):
         if not 0 < self.eps_min < self.eps_max:
-            raise ValueError(f"config.eps_min / eps_max must satisfy 0 < eps_min < eps_max, got {self.eps_min}, {self.eps_max}")
+            raise ValueError(f"config.eps_min / eps_max must satisfy 0 < eps_min < eps_max, "
+                             f"got {self.eps_min}, {self.eps_max}")
         if self.num_eps < 2:
             raise ValueError(f"config.num_eps must be >= 2, got {self.num_eps}")

@@ -65,7 +65,10 @@ def tanh_mlp_problem(seed: int = 0, n: int = 32, d: int = 5, hidden: int = 16, d
     return loss_fn, params
 
 
-def check_derivation(eps_values=tuple(np.geomspace(0.3, 0.003, 9)), seed: int = 0):
+_DEFAULT_EPS = tuple(np.geomspace(0.3, 0.003, 9))
+
+
+def check_derivation(eps_values=_DEFAULT_EPS, seed: int = 0):
     """(eps [E], errors [E], relative errors [E], slope) on the tanh problem in float64."""
     with jax.enable_x64(True):
         loss_fn, params = tanh_mlp_problem(seed)

@@ -98,7 +98,8 @@ def sweep(config: SyntheticConfig, dataset: str, levels, seeds=None):
             state, _ = jax.lax.scan(lambda s, _: (step(s, batch)[0], None), state, None, length=config.eval_every)
             out = {}
             for split in ("train", "val", "test"):
-                out[f"{split}_loss"], out[f"{split}_accuracy"] = _eval(graphdef, state, d[f"x_{split}"], d[f"y_{split}"])
+                out[f"{split}_loss"], out[f"{split}_accuracy"] = _eval(graphdef, state, d[f"x_{split}"],
+                                                                       d[f"y_{split}"])
             return state, out
 
         _, curves = jax.lax.scan(block, state, None, length=config.epochs // config.eval_every)
@@ -141,8 +142,9 @@ def run(config: SyntheticConfig, ctx) -> dict:
         f"cross-entropy, {config.label_noise:.0%} label noise on train and validation; "
         f"{config.n_train}+{config.n_train} training, {config.n_val}+{config.n_val} validation, "
         f"{config.n_test}+{config.n_test} clean test points; mean over {config.num_seeds} seeds (data draw and "
-        f"init). Flood level chosen on (noisy) validation accuracy at the last epoch. Published: second descent of the test loss with "
-        f"flooding; the sinusoid demo's chosen level is in {{0.26, 0.27, 0.28}} (exact accuracies: see paper).")
+        f"init). Flood level chosen on (noisy) validation accuracy at the last epoch. Published: second "
+        f"descent of the test loss with flooding; the sinusoid demo's chosen level is in {{0.26, 0.27, 0.28}} "
+        f"(exact accuracies: see paper).")
     for dataset in ctx.progress(config.datasets, desc="flooding.synthetic"):
         levels = np.asarray(config.levels(dataset), np.float32)
         start = time.perf_counter()
@@ -159,7 +161,8 @@ def run(config: SyntheticConfig, ctx) -> dict:
         rows.append([dataset, float(levels[i0]), result[level_key(levels[i0])]["test_accuracy"],
                      result[level_key(levels[i0])]["test_loss"], chosen,
                      result[level_key(chosen)]["test_accuracy"], result[level_key(chosen)]["test_loss"],
-                     float(curves["train_accuracy"][:, i0, -1].mean()), float(curves["train_accuracy"][:, ic, -1].mean()),
+                     float(curves["train_accuracy"][:, i0, -1].mean()),
+                     float(curves["train_accuracy"][:, ic, -1].mean()),
                      f"{elapsed:.1f}"])
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
         ib = int(np.argmax(curves["test_accuracy"][:, :, -1].mean(0)))  # for display only

@@ -10,7 +10,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     "synthetic": Experiment(
         "longtail.synthetic", lazy_run("longtail.synthetic:run"),
         {"quick": configs.SYNTHETIC_QUICK, "full": configs.SYNTHETIC_FULL},
-        "2-D Gaussians, 5% positives: ERM / balanced CE / LDAM / equalised / logit adjustment vs Bayes (Menon et al. Fig. 2)"),
+        "2-D Gaussians, 5% positives: ERM / balanced CE / LDAM / equalised / logit adjustment vs Bayes "
+        "(Menon et al. Fig. 2)"),
     "digits_lt": Experiment(
         "longtail.digits_lt", lazy_run("longtail.digits_lt:run"),
         {"quick": configs.DIGITS_QUICK, "full": configs.DIGITS_FULL},

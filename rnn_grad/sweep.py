@@ -117,7 +117,8 @@ def run(config, ctx) -> dict:
             abl = entry["term_ablation"]
             ablation_rows.append([cell, f"forget_bias={fb}", fit_f, abl["all_terms"], pred, pred_f,
                                   *[abl["all_terms"] - abl[f"without_{t}"] if f"without_{t}" in abl else None
-                                    for t in ("candidate", "forget_input", "input_input", "update_input", "reset_input")],
+                                    for t in ("candidate", "forget_input", "input_input", "update_input",
+                                              "reset_input")],
                                   fit_f - abl["all_terms"] if cell == "lstm" else None])
             if cell == "lstm":
                 entry["fitted_log_rate_state"] = float(J.fitted_log_rate(out["log_spec_state"], config.min_lag))
@@ -140,7 +141,8 @@ def run(config, ctx) -> dict:
                     "have coefficients odd in a symmetric state and average to 0 (`mean_field_coefficients` in "
                     "metrics.json). The forget-gate-only column is ½·mean_t log⟨f²⟩ (resp. ⟨(1−z)²⟩).")
     ctx.report.table(["cell", "setting", "input scale", "fitted rate (spec)", "predicted rate",
-                      "predicted (forget gate only)", "fitted (Frob)", "fitted ‖∂L/∂x_t‖", "‖·‖ lag 10", "lag 50", "lag 100", "reference"], rows)
+                      "predicted (forget gate only)", "fitted (Frob)", "fitted ‖∂L/∂x_t‖", "‖·‖ lag 10", "lag 50",
+                      "lag 100", "reference"], rows)
     ctx.report.figure(fig, "jacobian_norms", "log10 spectral norm of the long-range Jacobian vs lag")
     ctx.report.section("What each term of the gated Jacobian contributes")
     ctx.report.text("The one-step Jacobians rebuilt from the per-unit coefficients (LSTM: the post's ∂c_t/∂c_{t−1}, "

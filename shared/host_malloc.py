@@ -43,7 +43,8 @@ def _glibc_version() -> tuple[int, int] | None:
 def _thp_mode() -> str | None:
     """The kernel's transparent-huge-page mode: the bracketed word of `enabled`, e.g. "madvise"."""
     try:
-        text = open(_THP_MODE_FILE).read()
+        with open(_THP_MODE_FILE) as f:
+            text = f.read()
     except OSError:
         return None
     start, end = text.find("["), text.find("]")

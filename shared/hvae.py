@@ -204,10 +204,7 @@ def kl_balance(kl_groups: jax.Array, beta: jax.Array, alpha: jax.Array, balance:
     m = jnp.mean(jnp.abs(kl_groups), axis=0) + 0.01  # [G]
     w = m / alpha
     w = jax.lax.stop_gradient(w / jnp.mean(w))
-    if balance:
-        w = jnp.where(beta < 1.0, w, jnp.ones_like(w))
-    else:
-        w = jnp.ones_like(w)
+    w = jnp.where(beta < 1.0, w, jnp.ones_like(w)) if balance else jnp.ones_like(w)
     return beta * jnp.sum(kl_groups * w[None, :], axis=1), w
 
 

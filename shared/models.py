@@ -17,6 +17,7 @@ All take images NHWC and return logits [B, num_classes]. BatchNorm follows `mode
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -42,7 +43,7 @@ class MLP(nnx.Module):
             raise ValueError(f"MLP features must be >= 2 positive widths, got {tuple(features)}")
         self.activation = activation
         self.layers = nnx.List([nnx.Linear(i, o, use_bias=use_bias, dtype=dtype, rngs=rngs)
-                                for i, o in zip(features[:-1], features[1:])])
+                                for i, o in itertools.pairwise(features)])
         self.norms = nnx.data(nnx.List([nnx.BatchNorm(o, momentum=0.9, dtype=dtype, rngs=rngs)
                                         for o in features[1:-1]]) if batch_norm else None)
 

@@ -106,7 +106,8 @@ def _replace(config: Any, updates: dict[str, Any]) -> Any:
 
 
 def split_overrides(args: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """["--config.a", "1", "--config.b=2", "--config.c", "3", "4"] -> [("a", ["1"]), ("b", ["2"]), ("c", ["3", "4"])]."""
+    """["--config.a", "1", "--config.b=2", "--config.c", "3", "4"]
+    -> [("a", ["1"]), ("b", ["2"]), ("c", ["3", "4"])]."""
     overrides: list[tuple[str, list[str]]] = []
     for arg in args:
         if arg.startswith("--"):

@@ -349,7 +349,7 @@ def map_fixed_batches(fn: Callable[..., PyTree], arrays: Sequence[np.ndarray], b
         if real < batch_size:
             chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - real, 0)]) for c in chunk]
         out = jax.device_get(fn(*chunk))
-        outs.append(jax.tree.map(lambda o: np.asarray(o)[:real], out))
+        outs.append(jax.tree.map(lambda o: np.asarray(o)[:real], out))  # noqa: B023 (called at once)
     return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
 
 

@@ -32,5 +32,5 @@ def test_a_few_steps_on_mock_cifar(tmp_path):
 
 
 def test_bad_model_name():
-    with pytest.raises(ValueError, match="config.model"):
+    with pytest.raises(ValueError, match=r"config\.model"):
         make_resnet("vgg", 10, 0)

@@ -72,7 +72,7 @@ def test_bad_input_is_named(release):
     config = dataclasses.replace(configs.CIFAR10_FULL, data_dir=str(root), rho=41.0)  # 40 // 41 = 0 tail images
     with pytest.raises(ValueError, match=r"config.rho=41 leaves class 9 with no training image.*rho must be <= 40"):
         cifar_lt.long_tailed_train(config)
-    with pytest.raises(ValueError, match="holds the cifar10 python release .* config.dataset is 'cifar100'"):
+    with pytest.raises(ValueError, match=r"holds the cifar10 python release .* config\.dataset is 'cifar100'"):
         cifar_lt.load_split(dataclasses.replace(configs.CIFAR100_FULL, data_dir=str(root)), "train")
     for field, value in (("model", "resnet18"), ("input_scaling", "none"), ("decay_epochs", (926, 604))):
         with pytest.raises(ValueError, match=f"config.{field}"):

@@ -18,9 +18,9 @@ from mwp.tokenizer import CharTokenizer
 def test_registry_and_configs():
     assert set(EXPERIMENTS) == {"synthetic_solver", "ape210k"}
     assert EXPERIMENTS["synthetic_solver"].presets["quick"] == configs.SYNTHETIC_QUICK
-    with pytest.raises(ValueError, match="config.batch_size"):
+    with pytest.raises(ValueError, match=r"config\.batch_size"):
         dataclasses.replace(configs.SYNTHETIC_QUICK, batch_size=0)
-    with pytest.raises(ValueError, match="config.size"):
+    with pytest.raises(ValueError, match=r"config\.size"):
         dataclasses.replace(configs.APE210K_FULL, size="huge")
     assert configs.APE210K_FULL.learning_rate == 2e-5 and configs.APE210K_FULL.batch_size == 32
     assert configs.APE210K_LARGE.batch_size == 16

@@ -83,7 +83,7 @@ def _baseline_format(equation, question):
         if re.findall(r"\d+/\d+", question):
             a, b = (int(x) for x in answer.split("/"))
             if a > b:
-                answer = "%s_%s/%s" % (a // b, a % b, b)
+                answer = f"{a // b}_{a % b}/{b}"
         else:
             if re.findall("至少|最少", question):
                 answer = np.ceil(eval(answer))

@@ -122,7 +122,8 @@ def test_wordpiece_matches_bert_tokenizers_on_numbers():
 
     path = "tests/fixtures/hf_tiny_bert/vocab.txt"
     bert = BertWordPieceTokenizer(path, lowercase=True)
-    vocab = set(open(path, encoding="utf-8").read().splitlines())
+    with open(path, encoding="utf-8") as f:
+        vocab = set(f.read().splitlines())
     rng = random.Random(0)
     for n in [0, 5, 12, 100, 120, 1000, 1200, 1250, 12005, 125, 3, 1211, 100100] + [rng.randint(0, 10**6)
                                                                                      for _ in range(200)]:

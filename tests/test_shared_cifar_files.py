@@ -100,7 +100,7 @@ def test_train_val_test_holds_out_the_last_training_images(tmp_path):
     assert len(source) == 15 and len(evals["val"]["label"]) == 5 and len(evals["test"]["label"]) == 4
     np.testing.assert_array_equal(source[3]["image"], written["train"][0][3])
     np.testing.assert_array_equal(evals["val"]["image"], written["train"][0][15:])
-    with pytest.raises(ValueError, match="config.val_size"):
+    with pytest.raises(ValueError, match=r"config\.val_size"):
         cifar_files.train_val_test("cifar10", 20, str(tmp_path))
 
 
@@ -130,7 +130,7 @@ def test_another_dataset_in_the_folder_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"data_batch_4: no field 'labels' \(fields: data, fine_labels\)"):
         cifar_files.load_split("cifar10", "train", str(folder))
     _dump(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(100)]})
-    with pytest.raises(ValueError, match="batches.meta: field 'label_names' lists 100 classes"):
+    with pytest.raises(ValueError, match=r"batches\.meta: field 'label_names' lists 100 classes"):
         cifar_files.load_split("cifar10", "test", str(folder))
 
 
@@ -156,5 +156,5 @@ def test_format_detection(tmp_path):
         cifar_files.detect_format("cifar100", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="is not a directory"):
         cifar_files.detect_format("cifar10", str(tmp_path / "nowhere"))
-    with pytest.raises(ValueError, match="config.dataset"):
+    with pytest.raises(ValueError, match=r"config\.dataset"):
         cifar_files.detect_format("mnist", str(tmp_path))

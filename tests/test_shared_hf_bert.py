@@ -47,7 +47,7 @@ def test_simplified_vocab_slices_embeddings_and_bias():
 
 
 def test_bad_directory_errors(tmp_path):
-    with pytest.raises(ValueError, match="model.safetensors"):
+    with pytest.raises(ValueError, match=r"model\.safetensors"):
         hf_bert.load_hf_bert(tmp_path)
     (tmp_path / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(ValueError, match="convert_pytorch_bin_to_safetensors"):

@@ -1,5 +1,6 @@
 """Tests for shared/hvae.py: closed forms against Monte Carlo, IW bound properties, coefficients."""
 
+import itertools
 import math
 
 import jax
@@ -147,7 +148,7 @@ def test_iw_bound_above_elbo_and_non_decreasing_in_k():
         sub = lw[:k]
         bounds.append(float(jnp.mean(hvae.iw_log_likelihood(sub))))
     assert bounds[0] == pytest.approx(float(jnp.mean(lw[0])), rel=1e-6)
-    assert all(b2 > b1 for b1, b2 in zip(bounds, bounds[1:])), bounds
+    assert all(b2 > b1 for b1, b2 in itertools.pairwise(bounds)), bounds
     assert bounds[-1] <= log_px + 1e-3 and bounds[-1] > log_px - 0.02, (bounds, log_px)
 
 

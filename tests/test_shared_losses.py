@@ -103,7 +103,8 @@ def test_la_margins_reproduce_la_ce(data, tau):
     x, y, prior = data
     m = L.logit_adjustment_margins(prior, tau)
     np.testing.assert_allclose(jnp.diag(m), 0.0, atol=1e-7)
-    np.testing.assert_allclose(L.pairwise_margin_loss(x, y, m), L.logit_adjusted_cross_entropy(x, y, prior, tau=tau), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(L.pairwise_margin_loss(x, y, m), L.logit_adjusted_cross_entropy(x, y, prior, tau=tau),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_difference_form_margins_take_the_cross_entropy_path(data):
@@ -131,11 +132,13 @@ def test_ldam_margins_and_balanced_weights(data):
     m = L.ldam_margins(prior, 0.5)
     np.testing.assert_allclose(jnp.diag(m), 0.0)
     off = np.asarray(m[np.arange(K), (np.arange(K) + 1) % K])  # Δ_y for y' ≠ y
-    np.testing.assert_allclose(off, 0.5 * np.asarray(prior) ** -0.25 / np.max(np.asarray(prior) ** -0.25), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(off, 0.5 * np.asarray(prior) ** -0.25 / np.max(np.asarray(prior) ** -0.25),
+                               rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(off.max(), 0.5, rtol=1e-6, atol=1e-6)
     # LDAM loss = CE with the true logit lowered by Δ_y
     ldam = L.pairwise_margin_loss(x, y, m)
-    np.testing.assert_allclose(ldam, _ce(x - jnp.asarray(off)[y][:, None] * jax.nn.one_hot(y, K), y), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ldam, _ce(x - jnp.asarray(off)[y][:, None] * jax.nn.one_hot(y, K), y),
+                               rtol=1e-5, atol=1e-6)
     w = L.balanced_class_weights(prior)
     np.testing.assert_allclose(jnp.sum(prior * w), 1.0, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(w * prior, jnp.full((K,), 1.0 / K), rtol=1e-6, atol=1e-6)
@@ -170,7 +173,8 @@ def test_softmax_focal(data, gamma):
     g = jax.grad(lambda z: L.softmax_focal_loss(z, y, gamma=gamma).sum())(x)
     np.testing.assert_allclose(g, expect, atol=1e-5)
     alpha = jnp.linspace(0.1, 1.0, K)
-    np.testing.assert_allclose(L.softmax_focal_loss(x, y, gamma=gamma, alpha=alpha), alpha[y] * got, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(L.softmax_focal_loss(x, y, gamma=gamma, alpha=alpha), alpha[y] * got,
+                               rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(L.softmax_focal_loss(x, y, gamma=gamma, alpha=0.25), 0.25 * got, rtol=1e-6, atol=1e-6)
 
 

@@ -155,7 +155,7 @@ def test_global_batch_must_split_over_processes_and_devices(devices):
     assert check_global_batch(64) == 64
     with pytest.raises(ValueError, match=r"config.train_batch=12 is the global batch .* 8 device"):
         check_global_batch(12, "train_batch")
-    with pytest.raises(ValueError, match="config.batch_size=20"):
+    with pytest.raises(ValueError, match=r"config\.batch_size=20"):
         _trainer().fit(SOURCE, Loop(num_steps=2, batch_size=20))
 
 

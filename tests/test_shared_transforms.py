@@ -146,7 +146,8 @@ def test_weissi_penalty_closed_form_grad_and_invariance():
     params = _nn_params()
     l1, l2 = 0.7, 0.2
     mats = [params["dense"]["kernel"], params["conv"]["kernel"], params["out"]["kernel"]]
-    expect = sum(l1 * np.log(np.linalg.norm(np.ravel(w))) + l2 * np.abs(w).sum() / np.linalg.norm(np.ravel(w)) for w in mats)
+    expect = sum(l1 * np.log(np.linalg.norm(np.ravel(w))) + l2 * np.abs(w).sum() / np.linalg.norm(np.ravel(w))
+                 for w in mats)
     np.testing.assert_allclose(weissi_penalty(params, l1, l2), expect, rtol=1e-5)
     g = jax.grad(lambda p: weissi_penalty(p, l1, l2))(params)
     np.testing.assert_array_equal(g["dense"]["bias"], 0.0)  # biases / scales not selected

@@ -1,6 +1,7 @@
 """spaces.copy_decoding: the B/I/O constraint against a direct n-gram-set transcription, and in beam search."""
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -78,7 +79,7 @@ def test_beam_search_with_copy_constraint():
     res = generate(_model([0.0, 5.0, 10.0]), source, lens, beam_size=2, max_new=15, eos_id=3, top_k=0)
     for b, content in enumerate(([10, 11, 12, 13, 14, 15], [20, 21, 22, 23])):
         for seq in np.asarray(res.tokens[b]).tolist():
-            for x, y in zip(seq, seq[1:]):
+            for x, y in itertools.pairwise(seq):
                 i = content.index(x)
                 assert i == len(content) - 1 or y == content[i + 1]
 

@@ -96,6 +96,7 @@ def test_generator_resume_gives_the_same_numbers(tmp_path):
 def test_generator_batch_must_split_over_the_devices(devices):
     from spaces.pipeline import train_generator
 
-    with pytest.raises(ValueError, match=r"config.generator_batch=12 is the global batch and must divide by .* the 8 device"):
+    with pytest.raises(ValueError,
+                       match=r"config\.generator_batch=12 is the global batch and must divide by .* the 8 device"):
         train_generator(dataclasses.replace(QUICK, generator_batch=12), None, {}, sparse_k=0, copy_weight=0.0,
                         name="g")

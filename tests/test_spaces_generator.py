@@ -1,6 +1,7 @@
 """spaces.generator and spaces.vocab: the LCS alignment, EMA, encoding, the word vocabulary.
 (Copy labels, noise and the loss: tests/test_spaces_generator_data.py.)"""
 
+import itertools
 import random
 
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ def test_lcs_alignment_is_a_longest_common_subsequence():
         pairs = lcs_alignment(a, b)
         assert len(pairs) == lcs_length(a, b)
         assert all(a[i] == b[j] for i, j in pairs)
-        assert all(i1 < i2 and j1 < j2 for (i1, j1), (i2, j2) in zip(pairs, pairs[1:]))
+        assert all(i1 < i2 and j1 < j2 for (i1, j1), (i2, j2) in itertools.pairwise(pairs))
 
 
 def test_ema_update_closed_form():
@@ -66,5 +67,5 @@ def test_word_vocab_segments_with_the_user_dictionary(tmp_path):
     assert "借贷纠纷案" not in chars.with_words(texts).index
     words = chars.with_words(texts, user_dict=str(path))
     assert "借贷纠纷案" in words.index and "借贷纠纷案" in words.pieces("被告借贷纠纷案")
-    with pytest.raises(ValueError, match="missing_dict.txt"):
+    with pytest.raises(ValueError, match=r"missing_dict\.txt"):
         chars.with_words(texts, user_dict=str(tmp_path / "missing_dict.txt"))

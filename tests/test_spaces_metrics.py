@@ -102,7 +102,8 @@ def test_matches_rouge_1_0_0_on_legal_text(user_dict):
         summary_clauses = split_clauses(doc.summary, None)
         pairs.append((oracle_text(clauses, extract_matching(clauses, summary_clauses)), doc.summary))
         pairs.append((clauses[len(clauses) // 2] + "诉讼费用交纳办法 1.5万元", summary_clauses[0]))
-    pairs.append(("原告张三与被告李四民间借贷纠纷一案，本院于2019年3月1日立案。", "原告张三诉称，民间借贷纠纷，借款1.5万元。"))
+    pairs.append(("原告张三与被告李四民间借贷纠纷一案，本院于2019年3月1日立案。",
+                  "原告张三诉称，民间借贷纠纷，借款1.5万元。"))
     for h, ref in pairs:
         for unit in ("char", "word"):
             assert abs(weighted_rouge(h, ref, unit, user_dict=user_dict) - spaces(h, ref, unit)) < 1e-9, (unit, h)
@@ -125,9 +126,9 @@ def test_segment_as_spaces_snippets(user_dict):
     assert "杭研大厦" in segment("他来到了网易杭研大厦", user_dict)
     assert "民间借贷纠纷" in segment("原告与被告民间借贷纠纷一案", user_dict)
     assert "民间借贷纠纷" not in segment("原告与被告民间借贷纠纷一案")
-    with pytest.raises(ValueError, match="no_such_dict.txt"):
+    with pytest.raises(ValueError, match=r"no_such_dict\.txt"):
         segment("原告", "/nonexistent/no_such_dict.txt")
-    with pytest.raises(ValueError, match="no_such_dict.txt"):
+    with pytest.raises(ValueError, match=r"no_such_dict\.txt"):
         weighted_rouge("原告", "原告", "word", user_dict="no_such_dict.txt")
 
 
@@ -204,7 +205,7 @@ def test_config_names_a_bad_scorer_or_missing_user_dict(user_dict):
     from spaces.configs import QUICK
 
     assert QUICK.scorer == "spaces" and dataclasses.replace(QUICK, user_dict=user_dict).user_dict == user_dict
-    with pytest.raises(ValueError, match="config.scorer"):
+    with pytest.raises(ValueError, match=r"config\.scorer"):
         dataclasses.replace(QUICK, scorer="rouge")
     with pytest.raises(ValueError, match=r"config.user_dict.*missing_dict.txt"):
         dataclasses.replace(QUICK, user_dict="/nonexistent/missing_dict.txt")

@@ -26,5 +26,5 @@ def test_cifar_rejects_a_negative_grid_value_naming_the_field(field):
 
 
 def test_cifar_rejects_a_negative_lambda2():
-    with pytest.raises(ValueError, match="config.weissi_lambda2"):
+    with pytest.raises(ValueError, match=r"config\.weissi_lambda2"):
         dataclasses.replace(configs.CIFAR_FULL, weissi_lambda2=-1e-5)

@@ -65,7 +65,8 @@ def run(config: CifarConfig, ctx) -> dict:
         runs = {lam: train_one(config, method, lam, ctx, train_source, eval_sets) for lam in config.grid(method)}
         best = max(runs, key=lambda lam: runs[lam]["val_accuracy"])
         metrics[method] = {"clean_accuracy": runs[best]["test_accuracy"], "lambda": best}
-        rows += [[method, lam, r["val_accuracy"], r["test_accuracy"], "✓" if lam == best else ""] for lam, r in runs.items()]
+        rows += [[method, lam, r["val_accuracy"], r["test_accuracy"], "✓" if lam == best else ""]
+                 for lam, r in runs.items()]
     ctx.report.text(f"{config.model} on {config.dataset}; λ chosen per method on {config.val_size} held-out training "
                     f"images. Published (Liu et al. 2020): see paper.")
     ctx.report.table(["method", "λ", "val acc", "test acc", "chosen"], rows)

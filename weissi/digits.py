@@ -123,10 +123,12 @@ def run(config: DigitsConfig, ctx) -> dict:
                            "pgd_accuracy": float(res["pgd_accuracy"][:, 0, main].mean())}
         for init, name in ((0, "standard"), (1, f"shifted (s={config.init_shift:g})")):
             r = res
+            clean, fgsm = r["clean_accuracy"][:, init], r["fgsm_accuracy"][:, init, main]
+            pgd = r["pgd_accuracy"][:, init, main]
             rows.append([method, name,
-                         f"{r['clean_accuracy'][:, init].mean():.4f} ± {r['clean_accuracy'][:, init].std():.4f}",
-                         f"{r['fgsm_accuracy'][:, init, main].mean():.4f} ± {r['fgsm_accuracy'][:, init, main].std():.4f}",
-                         f"{r['pgd_accuracy'][:, init, main].mean():.4f} ± {r['pgd_accuracy'][:, init, main].std():.4f}",
+                         f"{clean.mean():.4f} ± {clean.std():.4f}",
+                         f"{fgsm.mean():.4f} ± {fgsm.std():.4f}",
+                         f"{pgd.mean():.4f} ± {pgd.std():.4f}",
                          " / ".join(f"{v:.1f}" for v in r["layer_norms"][:, init].mean(0)),
                          round(time.perf_counter() - start, 1) if init == 0 else None])
     arch = f"MLP {(64, *config.hidden, 10)}" if config.model == "mlp" else "SmallCNN (32, 64 channels)"

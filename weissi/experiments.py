@@ -10,7 +10,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     "digits": Experiment("weissi.digits", lazy_run("weissi.digits:run"),
                          {"quick": configs.DIGITS_QUICK, "full": configs.DIGITS_FULL, "cnn": configs.DIGITS_CNN},
                          "none / L2 / WD / AdamW / WEISSI / decoupled WEISSI: clean, FGSM and PGD-10 accuracy"),
-    "cifar10": Experiment("weissi.cifar10", lazy_run("weissi.cifar:run"), {"quick": configs.CIFAR_QUICK, "full": configs.CIFAR_FULL},
+    "cifar10": Experiment("weissi.cifar10", lazy_run("weissi.cifar:run"),
+                          {"quick": configs.CIFAR_QUICK, "full": configs.CIFAR_FULL},
                           "CIFAR-10 ResNet-18, each regulariser over a small λ grid (needs a TFDS data_dir)",
                           reproduce=False),
 }

@@ -96,7 +96,7 @@ def run(config, ctx) -> dict:
     x = jax.random.normal(jax.random.fold_in(key, 1), (64, config.widths[0]))
     shifts = np.linspace(-config.max_shift, config.max_shift, 21)
     y0 = relu_mlp(weights, x)
-    rows, l2s, ws, diffs = [], [], [], []
+    l2s, ws, diffs = [], [], []
     for s in shifts:
         shifted = scale_shift(weights, shift_factors(len(weights), s))
         diffs.append(float(jnp.max(jnp.abs(relu_mlp(shifted, x) - y0)) / jnp.max(jnp.abs(y0))))
