@@ -136,7 +136,7 @@ def run(config: DigitsConfig, ctx) -> dict:
     noises = list(config.label_noises)
     # every (noise, seed) pair is one row of the vmapped batch: one compile per family
     datasets = [split_data(config, noise, s) for noise in noises for s in seeds]
-    entries = {noise: {} for noise in noises}
+    entries: dict[float, dict] = {noise: {} for noise in noises}
     for family in ctx.progress(FAMILIES, desc="flooding.digits"):
         grid = family_grid(config, family)
         start = time.perf_counter()

@@ -15,6 +15,7 @@ on the clean validation labels.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -151,7 +152,7 @@ def run(config: SyntheticConfig, ctx) -> dict:
         curves = sweep(config, dataset, levels)
         elapsed = time.perf_counter() - start
         chosen = choose_level(levels, curves["val_accuracy"], curves["val_loss"])
-        result = {}
+        result: dict[str, Any] = {}
         for i, b in enumerate(levels):
             result[level_key(b)] = {"test_accuracy": float(curves["test_accuracy"][:, i, -1].mean()),
                                     "test_loss": float(curves["test_loss"][:, i, -1].mean())}

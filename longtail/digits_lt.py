@@ -152,7 +152,8 @@ def plot_per_class(results: dict, config: DigitsLTConfig):
 
 def run(config: DigitsLTConfig, ctx) -> dict:
     """The experiment: per ρ, every method x seed; tables of balanced and head/middle/tail errors."""
-    results, out = {}, {"balanced_error": {}, "balanced_error_std": {}, "groups": {}, "seconds": {}}
+    results: dict = {}
+    out: dict[str, dict] = {"balanced_error": {}, "balanced_error_std": {}, "groups": {}, "seconds": {}}
     for rho in ctx.progress(config.rhos, desc="digits_lt ρ"):
         res = run_rho(config, rho)
         results[rho] = res

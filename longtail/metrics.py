@@ -129,7 +129,7 @@ def class_groups(train_counts, many: int | None = None, few: int | None = None) 
         raise ValueError(f"train_counts must be a 1-D array of non-negative counts, got {counts}")
     if (many is None) != (few is None):
         raise ValueError("class_groups: give both `many` and `few`, or neither")
-    if many is not None:
+    if many is not None and few is not None:
         if few > many:
             raise ValueError(f"few={few} must be <= many={many}")
         return np.where(counts > many, 0, np.where(counts < few, 2, 1)).astype(np.int32)
@@ -206,6 +206,6 @@ def holdout_split(labels, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         held.append(idx[: max(1, round(fraction * idx.size))])
-    held = np.sort(np.concatenate(held))
-    rest = np.setdiff1d(np.arange(labels.size), held)
-    return held, rest
+    held_idx = np.sort(np.concatenate(held))
+    rest = np.setdiff1d(np.arange(labels.size), held_idx)
+    return held_idx, rest

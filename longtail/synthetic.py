@@ -187,8 +187,8 @@ def plot_boundaries(config: SyntheticConfig, theta: np.ndarray):
                                  config.positive_prior))
     x, y = x[: config.plot_points], y[: config.plot_points]
     fig, ax = plt.subplots(figsize=(6, 5.5))
-    ax.scatter(*x[y == 0].T, s=3, c="tab:blue", alpha=0.35, label="y = −1 (95%)")
-    ax.scatter(*x[y == 1].T, s=6, c="tab:red", alpha=0.8, label="y = +1 (5%)")
+    ax.scatter(x[y == 0, 0], x[y == 0, 1], s=3, c="tab:blue", alpha=0.35, label="y = −1 (95%)")
+    ax.scatter(x[y == 1, 0], x[y == 1, 1], s=6, c="tab:red", alpha=0.8, label="y = +1 (5%)")
     grid = np.linspace(-4.5, 4.5, 2)
     ax.plot(grid, -grid, "k--", lw=2, label="Bayes (balanced)")
     for (w1, w2, b), name in zip(theta, METHODS):

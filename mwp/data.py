@@ -39,7 +39,8 @@ def load_ape210k(path: str | pathlib.Path, on_error: str = "raise", limit: int |
     path = pathlib.Path(path)
     if not path.is_file():
         raise ValueError(f"path: no Ape210K file at {path}")
-    records, dropped, lines = [], collections.Counter(), 0
+    records, lines = [], 0
+    dropped: collections.Counter[str] = collections.Counter()
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():

@@ -62,6 +62,13 @@ _LITERAL = re.compile(r"[1-9][0-9]*|0+|[0-9]+\.[0-9]*|\.[0-9]+")  # the accepted
 _RUN = re.compile(r"[\w.]+")  # a maximal run of (Unicode) word characters and dots: one token to name
 
 
+def _match_run(expr: str, i: int) -> re.Match[str]:
+    """The `_RUN` starting at `i`, where the caller has seen a word character or a dot."""
+    m = _RUN.match(expr, i)
+    assert m is not None, (expr, i)
+    return m
+
+
 def _literal_error(run: str, position: int) -> ExpressionError:
     """The ExpressionError for a number-like token `run` that breaks the literal rule."""
     if not run.isascii():
@@ -91,9 +98,9 @@ def _tokenize(expr: str) -> list[tuple[str, Any, str, int]]:
         if c in " \t":
             i += 1
         elif c.isdigit() or (c == "." and i + 1 < n and expr[i + 1].isdigit()):
-            j = _RUN.match(expr, i).end()
+            j = _match_run(expr, i).end()
             if j < n and expr[j] in "+-" and expr[j - 1] in "eE":  # name all of "1e-5", not "1e"
-                j = _RUN.match(expr, j + 1).end() if _RUN.match(expr, j + 1) else j + 1
+                j = m.end() if (m := _RUN.match(expr, j + 1)) else j + 1
             literal = expr[i:j]
             if len(literal) > MAX_NUMBER_DIGITS:
                 raise ExpressionError(f"number {literal[:20]}... has more than {MAX_NUMBER_DIGITS} "
@@ -109,7 +116,7 @@ def _tokenize(expr: str) -> list[tuple[str, Any, str, int]]:
             tokens.append(("op", c, c, i))
             i += 1
         elif c.isalpha() or c == "_":
-            name = _RUN.match(expr, i).group()
+            name = _match_run(expr, i).group()
             raise ExpressionError(f"name {name[:20]!r} at position {i} is not allowed (only numbers, "
                                   "+ - * / ** and parentheses)", "syntax")
         else:

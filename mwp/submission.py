@@ -57,7 +57,7 @@ def format_answer(value: str | Real, question: str = "") -> str:
         raise ExpressionError(f"value must be an expression string or a number, got {type(value).__name__}",
                               "syntax")
     else:
-        decimal, number = not isinstance(value, Rational), value
+        decimal, number = not isinstance(value, Rational), value  # type: ignore[assignment]  # int, Fraction or float
     if decimal:
         x = float(number)
         if not math.isfinite(x):

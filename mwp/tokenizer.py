@@ -231,7 +231,9 @@ class CharTokenizer(_Base):
         `questions` and `equations` as a word, and the continuations "##0" ... "##9".
         """
         _check_mode(expression_tokens)
-        questions, counts, numbers = list(questions), collections.Counter(), collections.Counter()
+        questions = list(questions)
+        counts: collections.Counter[str] = collections.Counter()
+        numbers: collections.Counter[str] = collections.Counter()
         for q in questions:
             counts.update(p for p in _PIECE.findall(q) if p not in SLOTS)
         fixed = (*SPECIALS, *EXPRESSION_PIECES, *SLOTS)

@@ -28,7 +28,7 @@ def readjust_bn(model: NVAE, key: jax.Array, temperature: float, batch: int = 64
     model.train()
     t = jnp.float32(temperature)
     for i in range(iters):
-        _bn_pass(model, jax.random.fold_in(key, i), t, batch)
+        _bn_pass(model, jax.random.fold_in(key, i), t, batch)  # type: ignore[call-arg]  # nnx.jit's union return type
     model.eval()
     return model
 
@@ -62,7 +62,8 @@ def mean_image(model: NVAE, out: jax.Array) -> jax.Array:
 def sample_images(model: NVAE, key: jax.Array, n: int, temperature: float = 1.0) -> np.ndarray:
     """n images (distribution means) from the prior at `temperature`, eval-mode BN; [n, H, W, C]."""
     model.eval()
-    return np.asarray(mean_image(model, _sample_out(model, key, jnp.float32(temperature), n)))
+    out: jax.Array = _sample_out(model, key, jnp.float32(temperature), n)  # type: ignore[call-arg, assignment]  # nnx.jit
+    return np.asarray(mean_image(model, out))
 
 
 def reconstruct(model: NVAE, x: jax.Array, key: jax.Array) -> np.ndarray:

@@ -187,7 +187,8 @@ class WNConv(nnx.Module):
         norm = xp.sqrt(xp.sum(xp.square(self.v[...]), axis=(0, 1, 2)))
         self.log_g = nnx.Param(jax.device_put(xp.log(norm + 1e-2))) if weight_norm else None
         self.bias = nnx.Param(init(rngs.params(), (c_out,))) if use_bias else None
-        self.mask_spec = None  # static arguments of `ar_conv_mask` (set by ARConv), else no mask
+        # static arguments of `ar_conv_mask` (set by ARConv), else no mask
+        self.mask_spec: tuple[int, int, int, int, bool, bool] | None = None
         self.stride, self.groups, self.kernel = stride, groups, kernel
         # persistent power-iteration vectors for the spectral penalty on W reshaped to [C_out, k·k·C_in/g];
         # random unit vectors here (cheap, so full configs build fast under eval_shape); `warm_start_spectral`
@@ -372,7 +373,8 @@ class ARConv(WNConv):
                  groups: int = 1, use_bias: bool = True, init_scale: float = 1.0, rngs: nnx.Rngs):
         super().__init__(c_in, c_out, kernel, groups=groups, use_bias=use_bias, rngs=rngs)
         self.mask_spec = (kernel, c_in, c_out, groups, zero_diag, mirror)
-        v = self.v[...] * ar_conv_mask(*self.mask_spec)
+        v = self.v[...] * ar_conv_mask(kernel, c_in, c_out, groups, zero_diag, mirror)
         norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=(0, 1, 2)))
         # official ELUConv: log g = log(‖v ⊙ mask‖ + 0.01) + log(weight_init_coeff)
+        assert self.log_g is not None  # WNConv is weight-normalised by default
         self.log_g.set_value(jnp.log(norm + 1e-2) + jnp.log(init_scale))  # not `[...] =`: see `spectral_penalty`

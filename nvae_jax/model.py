@@ -167,7 +167,8 @@ class NVAE(nnx.Module):
         self.pre = nnx.List(pre)
         groups = cfg.groups  # finest first
         # encoder, finest scale first; a down cell between scales
-        enc, self.enc_plan = [], []
+        enc: list[nnx.Module] = []
+        self.enc_plan = []
         for s, g in enumerate(groups):
             for _ in range(g):
                 enc.append(nnx.List([EncCell(c, use_se=se, dtype=dt, rngs=rngs)

@@ -176,7 +176,7 @@ def load_split(dataset: str, split: str, data_dir: str = "") -> tuple[np.ndarray
     Returns images uint8 [N, 32, 32, 3] and labels int32 [N] (CIFAR-10 is 180 MB as uint8).
     """
     kind, folder = detect_format(dataset, data_dir)
-    if kind == "pickle":
+    if kind == "pickle" and folder is not None:
         return read_release(folder, dataset, split)
     source = data.tfds_source(dataset, split, data_dir=data_dir or None)
     examples = [data.drop_non_array_fields(source[i]) for i in range(len(source))]

@@ -40,7 +40,7 @@ class ArraySource(Sequence):
     def __len__(self) -> int:
         return self._len
 
-    def __getitem__(self, index: int) -> Example:
+    def __getitem__(self, index: int) -> Example:  # type: ignore[override]  # one example per int; no slices
         return {k: v[index] for k, v in self._arrays.items()}
 
 

@@ -153,7 +153,7 @@ def load_hf_bert(directory: str | pathlib.Path, *, keep_tokens: list[int] | None
     else:
         missing.append("cls.predictions.transform")
     if bias is not None:
-        model.mlm_bias.value = np.asarray(bias, dtype=model.mlm_bias.value.dtype)
+        model.mlm_bias.value = np.asarray(bias, dtype=model.mlm_bias.value.dtype)  # type: ignore[assignment]  # host copy
     else:
         missing.append("cls.predictions.bias")
     return model, {"config": c, "missing": missing}

@@ -98,7 +98,7 @@ class BasicBlock(nnx.Module):
         self.proj_bn = nnx.data(_bn(out_ch, rngs, dtype) if project else None)
 
     def _shortcut(self, x: jax.Array) -> jax.Array:
-        if self.proj is not None:
+        if self.proj is not None and self.proj_bn is not None:
             return self.proj_bn(self.proj(x))
         if self.stride != 1:
             x = x[:, ::self.stride, ::self.stride, :]
@@ -177,7 +177,7 @@ class ThreeConvBlock(nnx.Module):
         y = nnx.relu(self.bn1(self.conv1(x)))
         y = nnx.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        shortcut = x if self.proj is None else self.proj_bn(self.proj(x))
+        shortcut = x if self.proj is None or self.proj_bn is None else self.proj_bn(self.proj(x))
         return nnx.relu(y + shortcut)
 
 

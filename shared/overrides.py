@@ -190,7 +190,8 @@ def field_comments(config_type: type) -> dict[str, str]:
 
 def describe_fields(config: Any) -> list[tuple[str, str, str, str]]:
     """(key, type, default, comment) of every field of `config` (defaults are the preset's values)."""
-    comments = field_comments(type(config))
+    config_type: type = type(config)
+    comments = field_comments(config_type)
     rows = []
     for key, tp in field_types(type(config)).items():
         value = getattr(config, key)

@@ -62,7 +62,7 @@ class TrainState(flax.struct.PyTreeNode):
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, PyTree, PyTree]:
     """(graphdef, params, model_state) with params = the `nnx.Param` leaves, model_state = the rest."""
-    return nnx.split(model, nnx.Param, ...)
+    return nnx.split(model, nnx.Param, ...)  # type: ignore[return-value]  # two filters: exactly two states
 
 
 def eval_shape_model(build: Callable[[nnx.Rngs], nnx.Module], seed: int = 0) -> nnx.Module:
@@ -195,7 +195,7 @@ def _fsdp_spec(x: jax.Array, fsdp_size: int, min_size: int) -> P:
         return P()
     for axis in np.argsort(x.shape)[::-1]:  # the largest dimension that the axis divides
         if x.shape[axis] % fsdp_size == 0:
-            spec = [None] * x.ndim
+            spec: list[str | None] = [None] * x.ndim
             spec[axis] = "fsdp"
             return P(*spec)
     return P()
@@ -246,7 +246,8 @@ def jit_train_step(step: Callable[[TrainState, PyTree], tuple[TrainState, Metric
     `compiler_options` go to XLA for this program only (e.g. `cpu_compiler_options()`)."""
     shardings = state_sharding(state, mesh, fsdp)
     return jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, replicated(mesh)),
-                   donate_argnums=donate_state_argnums(), compiler_options=compiler_options)
+                   donate_argnums=donate_state_argnums(),
+                   compiler_options=None if compiler_options is None else dict(compiler_options))
 
 
 @functools.cache

@@ -104,10 +104,10 @@ class Layer(nnx.Module):
     """One post-LN BERT block with optional NEZHA relative positions and a KV cache."""
 
     def __init__(self, c: UniLMConfig, rngs: nnx.Rngs):
-        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype), rngs=rngs,
-                  kernel_init=nnx.initializers.truncated_normal(0.02))
-        ln = dict(epsilon=c.layer_norm_eps, dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype),
-                  rngs=rngs)
+        kw: dict[str, Any] = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype), rngs=rngs,
+                                  kernel_init=nnx.initializers.truncated_normal(0.02))
+        ln: dict[str, Any] = dict(epsilon=c.layer_norm_eps, dtype=jnp.dtype(c.dtype),
+                                  param_dtype=jnp.dtype(c.param_dtype), rngs=rngs)
         self.c = c
         self.query = nnx.Linear(c.hidden, c.hidden, **kw)
         self.key = nnx.Linear(c.hidden, c.hidden, **kw)
@@ -163,7 +163,8 @@ class UniLM(nnx.Module):
     def __init__(self, c: UniLMConfig, *, rngs: nnx.Rngs):
         self.config = c
         dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        emb = dict(dtype=dt, param_dtype=pdt, rngs=rngs, embedding_init=nnx.initializers.truncated_normal(0.02))
+        emb: dict[str, Any] = dict(dtype=dt, param_dtype=pdt, rngs=rngs,
+                                   embedding_init=nnx.initializers.truncated_normal(0.02))
         self.word = nnx.Embed(c.vocab_size, c.hidden, **emb)
         self.position = None if c.relative_position else nnx.Embed(c.max_position, c.hidden, **emb)
         self.token_type = nnx.Embed(c.type_vocab, c.hidden, **emb)

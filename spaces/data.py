@@ -24,6 +24,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
+from typing import NoReturn
 
 __all__ = ["Document", "load_cail2020", "split_clauses", "truncated_clauses", "document_clauses",
            "CLAUSE_DELIMITERS", "MAX_CLAUSES"]
@@ -74,7 +75,7 @@ def document_clauses(doc: Document, max_clauses: int | None = MAX_CLAUSES) -> li
     return split_clauses(doc.text, max_clauses)
 
 
-def _fail(where: str, message: str):
+def _fail(where: str, message: str) -> NoReturn:
     raise ValueError(f"{where}: {message}")
 
 

@@ -43,7 +43,7 @@ def _best_match(summ: PreparedText, src: Sequence[PreparedText], lo: int, hi: in
         if -neg_bound < best:
             break
         score = src[j].weighted(summ)
-        if score > best or (score == best and j < best_j):
+        if score > best or (score == best and best_j is not None and j < best_j):
             best, best_j = score, j
     return best_j
 

@@ -274,7 +274,7 @@ def corpus_rouge(hypotheses: Sequence[str], references: Sequence[str], unit: str
         raise ValueError(f"{len(hypotheses)} hypotheses vs {len(references)} references")
     if not hypotheses:
         raise ValueError("corpus_rouge needs at least one document")
-    totals = Counter()
+    totals: Counter[str] = Counter()
     for h, r in zip(hypotheses, references):
         s = rouge_scores(h, r, unit, backend, user_dict)
         s["weighted"] = s["rouge-1"] * WEIGHTS[0] + s["rouge-2"] * WEIGHTS[1] + s["rouge-l"] * WEIGHTS[2]

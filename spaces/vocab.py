@@ -29,7 +29,7 @@ class Vocab:
 
     def __init__(self, tokens: Sequence[str], word_level: bool = False, user_dict: str | None = None):
         self.tokens = list(tokens)
-        self.index = {}
+        self.index: dict[str, int] = {}
         for i, t in enumerate(self.tokens):
             self.index.setdefault(t, i)  # a duplicated vocab.txt line keeps its first id
         for s in SPECIALS[:4]:

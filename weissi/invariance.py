@@ -8,6 +8,7 @@ shift; the WEISSI penalty λ₁ Σ log‖W_l‖ + λ₂ Σ ‖W_l/‖W_l‖‖�
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -27,17 +28,17 @@ def relu_mlp(weights: Sequence[jax.Array], x: jax.Array) -> jax.Array:
     return x @ weights[-1]
 
 
-def scale_shift(weights: Sequence[jax.Array], factors: Sequence[float]) -> list[jax.Array]:
+def scale_shift(weights: Sequence[jax.Array], factors: Sequence[float] | np.ndarray) -> list[jax.Array]:
     """W_l → c_l W_l. Raises ValueError unless every c_l > 0 and Π c_l = 1 (the function is then unchanged)."""
-    factors = np.asarray(factors, np.float64)
-    if len(factors) != len(weights):
-        raise ValueError(f"factors: need one per layer ({len(weights)}), got {len(factors)}")
-    if np.any(factors <= 0) or not np.isclose(np.prod(factors), 1.0, rtol=1e-6):
-        raise ValueError(f"factors must be positive with product 1, got {factors.tolist()}")
-    return [w * c for w, c in zip(weights, factors)]
+    c = np.asarray(factors, np.float64)
+    if len(c) != len(weights):
+        raise ValueError(f"factors: need one per layer ({len(weights)}), got {len(c)}")
+    if np.any(c <= 0) or not np.isclose(np.prod(c), 1.0, rtol=1e-6):
+        raise ValueError(f"factors must be positive with product 1, got {c.tolist()}")
+    return [w * c_l for w, c_l in zip(weights, c)]
 
 
-def shift_layer_params(params, layer_paths: Sequence[tuple], factors: Sequence[float]):
+def shift_layer_params(params, layer_paths: Sequence[tuple], factors: Sequence[float] | np.ndarray):
     """The same shift on an NNX param state with biases: kernel_l *= c_l, bias_l *= Π_{k≤l} c_k.
 
     Args:
@@ -72,7 +73,7 @@ def mlp_layer_paths(num_layers: int) -> list[tuple]:
 
 def l2_penalty(weights) -> jax.Array:
     """Σ_l ‖W_l‖² over the leaves with ndim ≥ 2 (scalar)."""
-    return sum(jnp.sum(jnp.square(w)) for w in jax.tree.leaves(weights) if w.ndim >= 2)
+    return cast(jax.Array, sum(jnp.sum(jnp.square(w)) for w in jax.tree.leaves(weights) if w.ndim >= 2))
 
 
 def shift_factors(num_layers: int, shift: float) -> np.ndarray:
