@@ -15,6 +15,7 @@ from flooding.configs import CifarConfig
 from shared.augment import random_crop_flip
 from shared.cifar_files import train_val_test
 from shared.classification import make_resnet, train_and_evaluate, unit_images
+from shared.experiment import RunContext
 from shared.transforms import flooding
 
 
@@ -31,7 +32,7 @@ def make_tx(config: CifarConfig, b: float, num_steps: int) -> optax.GradientTran
                        optax.sgd(schedule, momentum=config.momentum))
 
 
-def train_level(config: CifarConfig, b: float, ctx, train_source, eval_sets: dict) -> dict:
+def train_level(config: CifarConfig, b: float, ctx: RunContext, train_source, eval_sets: dict) -> dict:
     """Trains one flood level; returns {"<split>_accuracy", "<split>_loss"} for each evaluation set."""
     steps = config.steps_override or config.num_epochs * (len(train_source) // config.batch_size)
     return train_and_evaluate(make_resnet(config.model, 10, config.seed), make_tx(config, b, steps), xent_augmented,
@@ -39,7 +40,7 @@ def train_level(config: CifarConfig, b: float, ctx, train_source, eval_sets: dic
                               num_steps=steps, name=f"b={b:g}")
 
 
-def run(config: CifarConfig, ctx) -> dict:
+def run(config: CifarConfig, ctx: RunContext) -> dict:
     train_source, eval_sets = train_val_test(config.dataset, config.val_size, config.data_dir)
     results = {f"b={b:g}": train_level(config, b, ctx, train_source, eval_sets) for b in config.flood_levels}
     chosen = max(config.flood_levels, key=lambda b: (results[f"b={b:g}"]["val_accuracy"], -b))

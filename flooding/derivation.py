@@ -15,6 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flooding.configs import DerivationConfig
+from shared.experiment import RunContext
+
 
 def descent_ascent_displacement(loss_fn: Callable[[Any], jax.Array], params, eps):
     """θ₂ − θ₀ for θ₁ = θ₀ − ε∇L(θ₀), θ₂ = θ₁ + ε∇L(θ₁), computed as ε(g(θ₁) − g(θ₀)) (no cancellation in θ)."""
@@ -78,7 +81,7 @@ def check_derivation(eps_values=_DEFAULT_EPS, seed: int = 0):
     return np.asarray(eps_values), errors, errors / scale, loglog_slope(eps_values, errors)
 
 
-def run(config, ctx) -> dict:
+def run(config: DerivationConfig, ctx: RunContext) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")

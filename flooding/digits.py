@@ -25,6 +25,7 @@ from flax import nnx
 
 from flooding.configs import DigitsConfig
 from shared import data
+from shared.experiment import RunContext
 from shared.models import MLP
 from shared.transforms import flooding, gradient_norm_penalty, iflood
 
@@ -131,7 +132,7 @@ def family_grid(config: DigitsConfig, family: str) -> tuple[float, ...]:
             "sam": config.sam_rho}[family]
 
 
-def run(config: DigitsConfig, ctx) -> dict:
+def run(config: DigitsConfig, ctx: RunContext) -> dict:
     seeds = list(range(config.seed, config.seed + config.num_seeds))
     noises = list(config.label_noises)
     # every (noise, seed) pair is one row of the vmapped batch: one compile per family

@@ -26,6 +26,7 @@ from flax import nnx
 from flooding.configs import SyntheticConfig
 from flooding.datasets import DIMENSION, make_synthetic
 from shared import train
+from shared.experiment import RunContext
 from shared.models import MLP
 from shared.transforms import flooding
 
@@ -129,7 +130,7 @@ def level_key(b: float) -> str:
     return f"b={float(b):g}"
 
 
-def run(config: SyntheticConfig, ctx) -> dict:
+def run(config: SyntheticConfig, ctx: RunContext) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -22,6 +22,7 @@ from longtail import metrics
 from longtail.configs import DIGITS_METHODS, TRAINED_METHODS, DigitsLTConfig
 from longtail.methods import switched_loss
 from shared import data, train
+from shared.experiment import RunContext
 from shared.losses import posthoc_logit_adjustment
 from shared.models import MLP
 
@@ -150,7 +151,7 @@ def plot_per_class(results: dict, config: DigitsLTConfig):
     return fig
 
 
-def run(config: DigitsLTConfig, ctx) -> dict:
+def run(config: DigitsLTConfig, ctx: RunContext) -> dict:
     """The experiment: per ρ, every method x seed; tables of balanced and head/middle/tail errors."""
     results: dict = {}
     out: dict[str, dict] = {"balanced_error": {}, "balanced_error_std": {}, "groups": {}, "seconds": {}}

@@ -33,6 +33,7 @@ import numpy as np
 from longtail import metrics
 from longtail.configs import SyntheticConfig
 from shared import losses
+from shared.experiment import RunContext
 
 MU = (1.0, 1.0)
 TRAINED = ("erm", "balanced_ce", "ldam", "equalised", "logit_adjusted_loss")
@@ -199,7 +200,7 @@ def plot_boundaries(config: SyntheticConfig, theta: np.ndarray):
     return fig
 
 
-def run(config: SyntheticConfig, ctx) -> dict:
+def run(config: SyntheticConfig, ctx: RunContext) -> dict:
     """The experiment: all trials, a mean ± std table beside the published numbers, the boundary plot."""
     program = make_study(config)
     keys = trial_keys(config)

@@ -13,6 +13,7 @@ from flax import nnx
 from nvae_jax import evaluate, train
 from nvae_jax.configs import Config
 from shared.data import digits
+from shared.experiment import RunContext
 
 
 def load_digits16(split: str) -> np.ndarray:
@@ -27,7 +28,7 @@ def one_group(cfg: Config) -> Config:
     return dataclasses.replace(cfg, num_latent_scales=1, num_groups_per_scale=1, adaptive_groups=False)
 
 
-def run_digits(config: Config, ctx) -> dict:
+def run_digits(config: Config, ctx: RunContext) -> dict:
     """Train the NVAE config and its 1-group baseline; report IW test NLL (nats), samples, reconstructions."""
     t0 = time.time()
     xtr, xte = load_digits16("train"), load_digits16("test")[: config.num_eval]

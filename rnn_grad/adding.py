@@ -19,6 +19,8 @@ import numpy as np
 import optax
 
 from rnn_grad import cells
+from rnn_grad.configs import AddingConfig
+from shared.experiment import RunContext
 
 TASKS = ("adding", "copy")
 COPY_SYMBOLS, COPY_LEN = 8, 10
@@ -107,7 +109,7 @@ def train(cell: str, task: str, length: int, config, clip_norms=(math.inf, 1.0))
     return np.asarray(losses), np.asarray(gnorms), np.asarray(final)
 
 
-def run(config, ctx) -> dict:
+def run(config: AddingConfig, ctx: RunContext) -> dict:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_grad import cells, jacobians as J
+from rnn_grad.configs import JacobiansConfig
+from shared.experiment import RunContext
 
 # published / independently checked numbers (rnn_grad/README.md, sources): d = 64, spectral norm at lag 10/50/100
 REFERENCE_SPECTRAL = {0.9: (0.31, 1.4e-3, 1.6e-6), 1.0: (0.85, 0.12, 6e-3), 1.1: (1.9, 1.7, 0.76),
@@ -58,7 +60,7 @@ def _gated_analysis(cell, params, xs, gain, min_lag):
             {k: jnp.mean(v) for k, v in coef.items()}, dict(zip(names, jax.vmap(rate)(variants))))
 
 
-def run(config, ctx) -> dict:
+def run(config: JacobiansConfig, ctx: RunContext) -> dict:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -18,6 +18,7 @@ from flax import nnx
 from shared.augment import random_crop_flip
 from shared.cifar_files import train_val_test
 from shared.classification import make_resnet, train_and_evaluate, unit_images
+from shared.experiment import RunContext
 from shared.transforms import add_decoupled_weissi, default_weissi_mask, weissi_penalty
 from weissi.configs import CifarConfig
 from weissi.invariance import l2_penalty
@@ -44,7 +45,7 @@ def method_parts(config: CifarConfig, method: str, lam: float, num_steps: int):
     raise ValueError(f"config.methods: unknown method {method!r}")
 
 
-def train_one(config: CifarConfig, method: str, lam: float, ctx, train_source, eval_sets) -> dict:
+def train_one(config: CifarConfig, method: str, lam: float, ctx: RunContext, train_source, eval_sets) -> dict:
     steps = config.steps_override or config.num_epochs * (len(train_source) // config.batch_size)
     tx, penalty = method_parts(config, method, lam, steps)
 
@@ -58,7 +59,7 @@ def train_one(config: CifarConfig, method: str, lam: float, ctx, train_source, e
                               name=f"{method}_{lam:g}")
 
 
-def run(config: CifarConfig, ctx) -> dict:
+def run(config: CifarConfig, ctx: RunContext) -> dict:
     train_source, eval_sets = train_val_test(config.dataset, config.val_size, config.data_dir)
     metrics, rows = {}, []
     for method in config.methods:

@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 
 from shared import data
+from shared.experiment import RunContext
 from shared.models import MLP, SmallCNN
 from shared.transforms import add_decoupled_weissi, default_weissi_mask, weissi_penalty
 from weissi.attacks import accuracy, fgsm, pgd
@@ -105,7 +106,7 @@ def train_method(config: DigitsConfig, method: str, seeds: list[int]) -> dict:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def run(config: DigitsConfig, ctx) -> dict:
+def run(config: DigitsConfig, ctx: RunContext) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -14,6 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared.experiment import RunContext
+from weissi.configs import InvarianceConfig
+
 
 def init_relu_mlp(key: jax.Array, widths: Sequence[int]) -> list[jax.Array]:
     """Bias-free ReLU MLP weights: a list of [in, out] matrices (He-normal)."""
@@ -83,7 +86,7 @@ def shift_factors(num_layers: int, shift: float) -> np.ndarray:
     return factors
 
 
-def run(config, ctx) -> dict:
+def run(config: InvarianceConfig, ctx: RunContext) -> dict:
     """The invariance demo: output change, L2 and WEISSI penalties of a shifted ReLU MLP against the shift."""
     import matplotlib
 
