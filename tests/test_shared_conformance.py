@@ -127,7 +127,8 @@ def test_loss_gradient_matches_finite_differences_in_float64(name):
         x, y = _data()
         x = x.astype(jnp.float64)
         assert f(x, y).dtype == jnp.float64 or name == "weissi_penalty"  # the penalty sums in float32+
-        check_grads(lambda x: jnp.sum(f(x, y)), (x,), order=1, modes=("rev",), eps=1e-6, atol=1e-6, rtol=1e-6)
+        total = jax.jit(lambda x: jnp.sum(f(x, y)))  # one compilation instead of op-by-op dispatch (5x faster)
+        check_grads(total, (x,), order=1, modes=("rev",), eps=1e-6, atol=1e-6, rtol=1e-6)
 
 
 # Public names of the loss / transform modules that are not a case of LOSSES or TRANSFORMS, each with
