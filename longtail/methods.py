@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from longtail.configs import TRAINED_METHODS
 from longtail.metrics import check_class_prior
@@ -32,7 +33,7 @@ from shared import losses
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def class_balanced_weights(class_counts, beta: float) -> jax.Array:
+def class_balanced_weights(class_counts: ArrayLike, beta: float) -> jax.Array:
     """Cui et al. (2019, Eq. 3 / Sec. 4): w_y ∝ (1 − β) / (1 − β^{n_y}), normalised to Σ_y w_y = K ([K])."""
     counts = np.asarray(class_counts, np.float64)
     if counts.ndim != 1 or np.any(counts <= 0):
@@ -50,7 +51,7 @@ def macro_smoothed_f1_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return per_class.sum(axis=-1)
 
 
-def make_loss(method: str, class_counts, *, tau: float = 1.0, ldam_scale: float = 0.5,
+def make_loss(method: str, class_counts: ArrayLike, *, tau: float = 1.0, ldam_scale: float = 0.5,
               focal_gamma: float = 2.0, class_balanced_beta: float = 0.99) -> LossFn:
     """The per-example loss `(logits [B, K], labels [B]) -> [B]` of `method` for training counts [K]."""
     counts = np.asarray(class_counts, np.float64)
@@ -82,7 +83,7 @@ def make_loss(method: str, class_counts, *, tau: float = 1.0, ldam_scale: float 
 
 
 def switched_loss(
-    methods: Sequence[str], class_counts, **kwargs
+    methods: Sequence[str], class_counts: ArrayLike, **kwargs: float
 ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """`(index [], logits, labels) -> [B]`: the loss of `methods[index]`, via `jax.lax.switch`.
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from shared.losses import posthoc_logit_adjustment
 
@@ -41,7 +42,7 @@ def _concrete(*xs) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
-def check_labels(labels, num_classes: int, name: str = "labels") -> jax.Array:
+def check_labels(labels: ArrayLike, num_classes: int, name: str = "labels") -> jax.Array:
     """Returns `labels` as an int array [N]; ValueError (naming `name`) if not 1-D ints in [0, K)."""
     labels = jnp.asarray(labels)
     if labels.ndim != 1:
@@ -58,7 +59,7 @@ def check_labels(labels, num_classes: int, name: str = "labels") -> jax.Array:
     return labels
 
 
-def check_class_prior(class_prior, num_classes: int | None = None, name: str = "class_prior",
+def check_class_prior(class_prior: ArrayLike, num_classes: int | None = None, name: str = "class_prior",
                       atol: float = 1e-4) -> jax.Array:
     """Returns the prior [K]; ValueError if it is not 1-D, has zeros/negatives, or does not sum to 1."""
     prior = jnp.asarray(class_prior)
@@ -76,7 +77,7 @@ def check_class_prior(class_prior, num_classes: int | None = None, name: str = "
     return prior
 
 
-def class_prior(labels, num_classes: int) -> jax.Array:
+def class_prior(labels: ArrayLike, num_classes: int) -> jax.Array:
     """Empirical class prior π_y = n_y / N ([K], float32) of training labels [N]; every class must occur."""
     labels = check_labels(labels, num_classes)
     if _concrete(labels):
@@ -87,7 +88,7 @@ def class_prior(labels, num_classes: int) -> jax.Array:
     return counts / jnp.sum(counts)
 
 
-def accuracy(predictions, labels) -> jax.Array:
+def accuracy(predictions: ArrayLike, labels: ArrayLike) -> jax.Array:
     """Fraction of predictions [N] equal to labels [N] (scalar)."""
     predictions, labels = jnp.asarray(predictions), jnp.asarray(labels)
     if predictions.shape != labels.shape:
@@ -95,7 +96,8 @@ def accuracy(predictions, labels) -> jax.Array:
     return jnp.mean((predictions == labels).astype(jnp.float32))
 
 
-def per_class_error(predictions, labels, num_classes: int, weights=None) -> jax.Array:
+def per_class_error(predictions: ArrayLike, labels: ArrayLike, num_classes: int,
+                    weights: ArrayLike | None = None) -> jax.Array:
     """err_y = P(prediction ≠ y | label = y) for each class ([K]); NaN for a class absent from `labels`.
 
     Args: predictions [N] int; labels [N] int in [0, K); weights optional [N] (0 drops an example,
@@ -112,12 +114,13 @@ def per_class_error(predictions, labels, num_classes: int, weights=None) -> jax.
     return jnp.sum(onehot * wrong[:, None], axis=0) / totals  # [K] (0/0 = NaN for absent classes)
 
 
-def balanced_error(predictions, labels, num_classes: int, weights=None) -> jax.Array:
+def balanced_error(predictions: ArrayLike, labels: ArrayLike, num_classes: int,
+                   weights: ArrayLike | None = None) -> jax.Array:
     """Balanced error BER = mean_y err_y over the classes present in `labels` (scalar in [0, 1])."""
     return jnp.nanmean(per_class_error(predictions, labels, num_classes, weights))
 
 
-def class_groups(train_counts, many: int | None = None, few: int | None = None) -> np.ndarray:
+def class_groups(train_counts: ArrayLike, many: int | None = None, few: int | None = None) -> np.ndarray:
     """Head (0) / middle (1) / tail (2) group of each class from its training count ([K] int).
 
     With thresholds (ImageNet-LT convention: many=100, few=20): head n > many, tail n < few, the rest
@@ -140,7 +143,7 @@ def class_groups(train_counts, many: int | None = None, few: int | None = None) 
     return np.where(rank < third, 0, np.where(rank >= k - third, 2, 1)).astype(np.int32)
 
 
-def group_errors(per_class_errors, groups) -> dict[str, float]:
+def group_errors(per_class_errors: ArrayLike, groups: ArrayLike) -> dict[str, float]:
     """Mean per-class error of the head / middle / tail groups ({"head", "middle", "tail"}; NaN if empty)."""
     errors = np.asarray(per_class_errors, np.float64)
     groups = np.asarray(groups)
@@ -153,7 +156,8 @@ def group_errors(per_class_errors, groups) -> dict[str, float]:
     return out
 
 
-def posthoc_balanced_error(logits, labels, class_prior, tau) -> jax.Array:
+def posthoc_balanced_error(logits: ArrayLike, labels: ArrayLike, class_prior: ArrayLike,
+                           tau: float | jax.Array) -> jax.Array:
     """Balanced error of argmax_y f_y(x) − τ·log π_y (Menon et al. 2021, Eq. 9). logits [N, K]."""
     logits = jnp.asarray(logits)
     num_classes = logits.shape[-1]
@@ -162,7 +166,8 @@ def posthoc_balanced_error(logits, labels, class_prior, tau) -> jax.Array:
     return balanced_error(predictions, labels, num_classes)
 
 
-def tune_posthoc_tau(logits, labels, class_prior, taus: Sequence[float] = DEFAULT_TAUS):
+def tune_posthoc_tau(logits: ArrayLike, labels: ArrayLike, class_prior: ArrayLike,
+                     taus: Sequence[float] = DEFAULT_TAUS) -> tuple[float, np.ndarray]:
     """Grid search of the post-hoc τ on a held-out split: argmin_τ BER(argmax f − τ log π).
 
     Args: logits [N, K] of the held-out examples; labels [N]; class_prior [K] (training prior);
@@ -193,7 +198,7 @@ def tune_posthoc_tau(logits, labels, class_prior, taus: Sequence[float] = DEFAUL
     return float(np.asarray(grid)[int(np.argmin(errors))]), errors
 
 
-def holdout_split(labels, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def holdout_split(labels: ArrayLike, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of example indices into (held-out, rest): `fraction` of each class held out.
 
     Used to tune the post-hoc τ on part of a balanced test set and report on the rest.

@@ -13,8 +13,14 @@ Reference: kexue.fm 2020-11-13 ("也来谈谈RNN的梯度消失/爆炸问题").
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
+
+State = Any  # a cell state: h [hidden] ("simple", "gru") or the pair (h, c) ("lstm"); batched: leading axes
+Gates = tuple[jax.Array, ...]
 
 CELLS = ("simple", "lstm", "gru")
 NUM_BLOCKS = {"simple": 1, "lstm": 4, "gru": 3}
@@ -74,7 +80,7 @@ def hidden_size(params: dict) -> int:
     return params["U"].shape[0]
 
 
-def initial_state(cell: str, hidden: int, dtype=jnp.float32):
+def initial_state(cell: str, hidden: int, dtype: DTypeLike = jnp.float32) -> State:
     """Zero state: `h` [hidden] or `(h, c)` for the LSTM."""
     check_cell(cell)
     _check_positive("hidden_size", hidden)
@@ -82,7 +88,7 @@ def initial_state(cell: str, hidden: int, dtype=jnp.float32):
     return (h, h) if cell == "lstm" else h
 
 
-def lstm_gates(params: dict, state, x: jax.Array):
+def lstm_gates(params: dict, state: State, x: jax.Array) -> Gates:
     """(i, f, ĉ, o, c_t) of one LSTM step from state (h, c)_{t-1} and x_t (vectors)."""
     h, c = state
     d = params["U"].shape[0]
@@ -92,7 +98,7 @@ def lstm_gates(params: dict, state, x: jax.Array):
     return i, f, g, o, f * c + i * g
 
 
-def gru_gates(params: dict, h: jax.Array, x: jax.Array):
+def gru_gates(params: dict, h: jax.Array, x: jax.Array) -> Gates:
     """(z, r, ĥ) of one GRU step from h_{t-1} and x_t (vectors)."""
     u = params["U"]
     d = u.shape[0]
@@ -104,7 +110,7 @@ def gru_gates(params: dict, h: jax.Array, x: jax.Array):
     return z, r, hh
 
 
-def step(cell: str, params: dict, state, x: jax.Array):
+def step(cell: str, params: dict, state: State, x: jax.Array) -> State:
     """One step: (state_{t-1}, x_t) -> state_t. Shapes as in the module docstring."""
     check_cell(cell)
     if cell == "simple":
@@ -116,12 +122,12 @@ def step(cell: str, params: dict, state, x: jax.Array):
     return (1.0 - z) * state + z * hh
 
 
-def hidden(cell: str, state) -> jax.Array:
+def hidden(cell: str, state: State) -> jax.Array:
     """The output h of a state."""
     return state[0] if check_cell(cell) == "lstm" else state
 
 
-def run(cell: str, params: dict, xs: jax.Array, state0=None):
+def run(cell: str, params: dict, xs: jax.Array, state0: State | None = None) -> tuple[State, State]:
     """Runs the cell over xs [T, input_size] with `lax.scan`.
 
     Returns (final_state, states) where `states` stacks state_1..state_T on a leading T axis

@@ -14,12 +14,12 @@ from rnn_grad import cells
 
 # ----------------------------------------------------------------------------- state flattening
 
-def flatten_state(cell: str, state) -> jax.Array:
+def flatten_state(cell: str, state: cells.State) -> jax.Array:
     """State -> vector: h, or concat(h, c) for the LSTM."""
     return jnp.concatenate(state, axis=-1) if cells.check_cell(cell) == "lstm" else state
 
 
-def unflatten_state(cell: str, s: jax.Array):
+def unflatten_state(cell: str, s: jax.Array) -> cells.State:
     """Inverse of `flatten_state`."""
     if cells.check_cell(cell) == "lstm":
         d = s.shape[-1] // 2
@@ -40,7 +40,7 @@ def simple_rnn_jacobian(params: dict, h_prev: jax.Array, x: jax.Array) -> jax.Ar
     return (1.0 - h * h)[:, None] * params["U"].T
 
 
-def lstm_state_jacobian(params: dict, state, x: jax.Array) -> jax.Array:
+def lstm_state_jacobian(params: dict, state: cells.State, x: jax.Array) -> jax.Array:
     """Full state Jacobian ∂(h_t, c_t)/∂(h_{t−1}, c_{t−1}), [2d, 2d] blocks [[hh, hc], [ch, cc]].
 
     ∂c_t/∂h_{t−1} = diag(c_{t−1} f(1−f)) U_fᵀ + diag(ĉ i(1−i)) U_iᵀ + diag(i(1−ĉ²)) U_ĉᵀ,
@@ -62,7 +62,7 @@ def lstm_state_jacobian(params: dict, state, x: jax.Array) -> jax.Array:
     return jnp.block([[dh_dh, dh_dc], [dc_dh, dc_dc]])
 
 
-def lstm_cell_jacobian(params: dict, state, x: jax.Array, o_prev: jax.Array) -> jax.Array:
+def lstm_cell_jacobian(params: dict, state: cells.State, x: jax.Array, o_prev: jax.Array) -> jax.Array:
     """The post's ∂c_t/∂c_{t−1} with h_{t−1} = o_{t−1} ⊙ tanh(c_{t−1}) (o_{t−1} held fixed), [d, d]:
 
     f_t + c_{t−1}·∂f_t/∂c_{t−1} + ĉ_t·∂i_t/∂c_{t−1} + i_t·∂ĉ_t/∂c_{t−1}
@@ -100,7 +100,7 @@ def _views(cell: str, d: int) -> dict:
     return {"h": (slice(None), slice(None))}
 
 
-def long_range_norms(cell: str, params: dict, xs: jax.Array, state0=None, *,
+def long_range_norms(cell: str, params: dict, xs: jax.Array, state0: cells.State | None = None, *,
                      readout: jax.Array | None = None, power_iters: int = 2) -> dict:
     """log ‖∂s_T/∂s_t‖ (spectral and Frobenius) and log ‖∂L/∂x_t‖ for every lag, one reverse scan.
 
@@ -166,7 +166,8 @@ def long_range_norms(cell: str, params: dict, xs: jax.Array, state0=None, *,
     return out
 
 
-def naive_jacobian_norm(cell: str, params: dict, xs: jax.Array, t: int, state0=None):
+def naive_jacobian_norm(cell: str, params: dict, xs: jax.Array, t: int,
+                        state0: cells.State | None = None) -> tuple[jax.Array, jax.Array]:
     """Baseline: ∂s_T/∂s_t by `jax.jacrev` of the rest of the sequence; returns (spectral, Frobenius).
 
     Underflows/overflows for long lags in float32; used for tests and the benchmark.
@@ -185,7 +186,7 @@ def naive_jacobian_norm(cell: str, params: dict, xs: jax.Array, t: int, state0=N
     return jnp.linalg.norm(jac, 2), jnp.linalg.norm(jac)
 
 
-def input_grad_norms(cell: str, params: dict, xs: jax.Array, readout: jax.Array | None = None):
+def input_grad_norms(cell: str, params: dict, xs: jax.Array, readout: jax.Array | None = None) -> jax.Array:
     """‖∂L/∂x_t‖ for t = 1..T from one `jax.grad` of L = readout · h_T (no log-scaling). [T]."""
     d = cells.hidden_size(params)
     if readout is None:
@@ -225,7 +226,7 @@ def predicted_log_rate_diag(gate: jax.Array) -> jax.Array:
     return 0.5 * jnp.mean(jnp.log(jnp.mean(gate * gate, axis=-1)))
 
 
-def gated_path_coefficients(cell: str, params: dict, xs: jax.Array, state0=None) -> dict:
+def gated_path_coefficients(cell: str, params: dict, xs: jax.Array, state0: cells.State | None = None) -> dict:
     """The per-unit coefficients of every term of the gated cells' one-step Jacobian, along a trajectory.
 
     LSTM, the post's ∂c_t/∂c_{t−1} with h_{t−1} = o_{t−1} ⊙ tanh c_{t−1} (`lstm_cell_jacobian`), plus

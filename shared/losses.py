@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from shared.sparse_softmax import check_labels
 
@@ -42,7 +43,7 @@ def _concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _check_prior(class_prior, name: str = "class_prior", num_classes: int | None = None):
+def _check_prior(class_prior: ArrayLike, name: str = "class_prior", num_classes: int | None = None) -> jax.Array:
     prior = jnp.asarray(class_prior)
     if prior.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array [K], got shape {prior.shape}")
@@ -58,7 +59,7 @@ def _check_nonneg(value, name: str):
         raise ValueError(f"{name} must be >= 0, got {value}")
 
 
-def _check_logits_labels(logits, labels):
+def _check_logits_labels(logits: ArrayLike, labels: ArrayLike) -> tuple[jax.Array, jax.Array]:
     logits = jnp.asarray(logits)
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(logits.dtype, jnp.floating):
@@ -115,7 +116,8 @@ def _shifted_logsumexp(logits, shift, shift_max, spread):
     return m + jnp.log(jnp.sum(jnp.exp(z - m[..., None]), axis=-1))
 
 
-def logit_adjusted_cross_entropy(logits, labels, class_prior, tau=1.0):
+def logit_adjusted_cross_entropy(logits: ArrayLike, labels: ArrayLike, class_prior: ArrayLike,
+                                 tau: float | jax.Array = 1.0) -> jax.Array:
     """Logit-adjusted softmax cross-entropy (Menon et al. 2021, Eq. 10).
 
     ℓ(y, f) = −log softmax(f + τ·log π)_y, i.e. optax's softmax CE on the shifted logits.
@@ -145,7 +147,7 @@ def _difference_form(margins: np.ndarray) -> np.ndarray | None:
     return c if np.allclose(margins, c[None, :] - c[:, None], rtol=0.0, atol=tol) else None
 
 
-def posthoc_logit_adjustment(logits, class_prior, tau=1.0):
+def posthoc_logit_adjustment(logits: ArrayLike, class_prior: ArrayLike, tau: float | jax.Array = 1.0) -> jax.Array:
     """Post-hoc logit adjustment (Menon et al. 2021, Eq. 9): f_y(x) − τ·log π_y; predict its argmax.
 
     With τ = 1 this is the pointwise mutual information log p(y|x) − log p(y) up to a constant.
@@ -158,7 +160,8 @@ def posthoc_logit_adjustment(logits, class_prior, tau=1.0):
     return logits - shift.reshape((1,) * (logits.ndim - 1) + shift.shape)
 
 
-def pairwise_margin_loss(logits, labels, margins, class_weights=None):
+def pairwise_margin_loss(logits: ArrayLike, labels: ArrayLike, margins: ArrayLike,
+                         class_weights: ArrayLike | None = None) -> jax.Array:
     """Pairwise-margin softmax loss (Menon et al. 2021, Eq. 11).
 
     ℓ(y, f) = α_y · log(1 + Σ_{y'≠y} exp(Δ_{yy'} + f_{y'} − f_y))
@@ -203,7 +206,7 @@ def pairwise_margin_loss(logits, labels, margins, class_weights=None):
     return loss
 
 
-def logit_adjustment_margins(class_prior, tau=1.0):
+def logit_adjustment_margins(class_prior: ArrayLike, tau: float | jax.Array = 1.0) -> jax.Array:
     """Logit-adjustment margins Δ_{yy'} = τ·log(π_{y'} / π_y), [K, K] (Menon et al. 2021, Eq. 11).
 
     With α = 1, `pairwise_margin_loss` then equals `logit_adjusted_cross_entropy`.
@@ -214,7 +217,7 @@ def logit_adjustment_margins(class_prior, tau=1.0):
     return tau * (log_p[None, :] - log_p[:, None])  # [K, K]
 
 
-def ldam_margins(class_prior, scale=0.5):
+def ldam_margins(class_prior: ArrayLike, scale: float | jax.Array = 0.5) -> jax.Array:
     """LDAM-style margins (Cao et al. 2019): Δ_{yy'} = Δ_y ∝ π_y^{-1/4} for y' ≠ y, 0 on the diagonal.
 
     Δ_y = scale · π_y^{-1/4} / max_c π_c^{-1/4}, so the rarest class gets margin `scale`
@@ -228,14 +231,14 @@ def ldam_margins(class_prior, scale=0.5):
     return jnp.where(jnp.eye(k, dtype=bool), 0.0, jnp.broadcast_to(m[:, None], (k, k)))
 
 
-def balanced_class_weights(class_prior):
+def balanced_class_weights(class_prior: ArrayLike) -> jax.Array:
     """Balanced class weights α_y = 1 / (K·π̂_y), π̂ = π / Σπ ([K]); their π̂-weighted mean is 1."""
     prior = _f32(_check_prior(class_prior))
     prior = prior / jnp.sum(prior)
     return 1.0 / (prior.shape[0] * prior)
 
 
-def weighted_cross_entropy(logits, labels, class_weights):
+def weighted_cross_entropy(logits: ArrayLike, labels: ArrayLike, class_weights: ArrayLike) -> jax.Array:
     """Class-weighted softmax CE: ℓ = w_y · (−log softmax(f)_y).
 
     Args: logits [..., K]; labels [...] int; class_weights [K] ≥ 0. Returns: [...].
@@ -249,7 +252,8 @@ def weighted_cross_entropy(logits, labels, class_weights):
     return ce * _gather(w, labels).astype(ce.dtype)
 
 
-def softmax_focal_loss(logits, labels, gamma=2.0, alpha=None):
+def softmax_focal_loss(logits: ArrayLike, labels: ArrayLike, gamma: float | jax.Array = 2.0,
+                       alpha: ArrayLike | None = None) -> jax.Array:
     """Multiclass (softmax) focal loss (Lin et al. 2017, Eq. 5): ℓ = −α_y (1 − p_y)^γ log p_y.
 
     γ = 0 and α = None give softmax CE. For the binary/sigmoid version use `optax.sigmoid_focal_loss`.
@@ -275,7 +279,7 @@ def softmax_focal_loss(logits, labels, gamma=2.0, alpha=None):
     return loss.astype(logits.dtype)
 
 
-def binary_dice_loss(logits, labels, smooth=1.0):
+def binary_dice_loss(logits: ArrayLike, labels: ArrayLike, smooth: float | jax.Array = 1.0) -> jax.Array:
     """Soft dice loss over a batch (binary): 1 − (2 Σ y p + smooth) / (Σ y + Σ p + smooth), p = σ(z).
 
     Dice is a batch-level quantity: the sums run over the whole batch (all axes), and the result is a
@@ -296,7 +300,7 @@ def binary_dice_loss(logits, labels, smooth=1.0):
     return loss.reshape(()).astype(logits.dtype)
 
 
-def soft_f1_score(logits, labels):
+def soft_f1_score(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
     """Smoothed (soft) F1 over a batch: F1 = 2 Σ y p / Σ (y + p), p = σ(z) (kexue post of 2020-08-31).
 
     Args: logits [...]; labels [...] in {0, 1}. Returns: scalar in [0, 1].
@@ -307,7 +311,7 @@ def soft_f1_score(logits, labels):
     return 2.0 * jnp.sum(y * p) / jnp.maximum(jnp.sum(y + p), jnp.finfo(x.dtype).tiny)
 
 
-def smoothed_f1_loss(logits, labels):
+def smoothed_f1_loss(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
     """Per-example weighted binary CE whose gradient is the smoothed-F1 gradient (post of 2020-08-31).
 
     ℓ_i = −(1 − F1/2)·y_i·log p_i − (F1/2)·(1 − y_i)·log(1 − p_i),  p = σ(z),
@@ -326,7 +330,7 @@ def smoothed_f1_loss(logits, labels):
     return loss.astype(logits.dtype)
 
 
-def multilabel_categorical_crossentropy(logits, targets):
+def multilabel_categorical_crossentropy(logits: ArrayLike, targets: ArrayLike) -> jax.Array:
     """Multilabel "softmax + cross-entropy" (kexue 7359), per example.
 
     ℓ = log(1 + Σ_{i∈neg} e^{s_i}) + log(1 + Σ_{j∈pos} e^{−s_j}); predict label j when s_j > 0.

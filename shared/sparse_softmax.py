@@ -29,6 +29,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 __all__ = ["sparse_softmax", "sparse_softmax_cross_entropy", "top_k_mask"]
 
@@ -103,7 +104,7 @@ def _scatter_last(values, idx, num_classes: int):
     return out.reshape(lead + (num_classes,))
 
 
-def top_k_mask(logits, k: int, axis: int = -1):
+def top_k_mask(logits: ArrayLike, k: int, axis: int = -1) -> jax.Array:
     """Boolean mask of the k largest entries along `axis` (exactly k True; ties broken by lower index).
 
     logits: [..., K] (any axis); returns bool of the same shape.
@@ -144,7 +145,7 @@ def _sparse_softmax_jvp(k, primals, tangents):
     return _scatter_last(q.astype(x.dtype), idx, num_classes), _scatter_last(dq.astype(dx.dtype), idx, num_classes)
 
 
-def sparse_softmax(logits, k: int, axis: int = -1):
+def sparse_softmax(logits: ArrayLike, k: int, axis: int = -1) -> jax.Array:
     """Softmax over the k largest logits, exact zeros elsewhere (SPACES' Sparse Softmax).
 
     p_i = e^{s_i} / Σ_{j∈Ω_k} e^{s_j} for i ∈ Ω_k (exactly k entries, ties broken by index), else 0.
@@ -193,7 +194,7 @@ def _sparse_ce_jvp(k, primals, tangents):
     return loss, (jnp.sum(pk * dxk, axis=-1) - dxt).astype(x.dtype)
 
 
-def sparse_softmax_cross_entropy(logits, labels, k: int):
+def sparse_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, k: int) -> jax.Array:
     """Sparse-softmax cross-entropy, per example (SPACES, kexue 8046).
 
     ℓ = log Σ_{i∈Ω_k} e^{s_i} − s_label, Ω_k the k largest logits (label not added; ℓ ≥ 0).

@@ -40,7 +40,7 @@ def _check_flood_level(b):
         raise ValueError(f"flood level b must be >= 0, got {b}")
 
 
-def flood(loss, b):
+def flood(loss: jax.Array, b: float | jax.Array) -> jax.Array:
     """Flooded objective (Ishida et al. 2020, Eq. 2): L̃ = |L − b| + b; its gradient is sign(L − b)·∇L.
 
     Apply to the mini-batch mean loss. Args: loss scalar (or any array, elementwise); b ≥ 0.
@@ -50,7 +50,7 @@ def flood(loss, b):
     return jnp.abs(loss - b) + b
 
 
-def iflood(per_example_losses, b):
+def iflood(per_example_losses: jax.Array, b: float | jax.Array) -> jax.Array:
     """Individual flooding (iFlood, Xie et al. 2022): each example's loss flooded, |ℓ_i − b| + b.
 
     Per example ([B] -> [B]); the iFlood objective is the mean of the result. Each example's
@@ -66,7 +66,7 @@ class FloodingState(NamedTuple):
     last_sign: jax.Array
 
 
-def flooding(b) -> optax.GradientTransformationExtraArgs:
+def flooding(b: float | jax.Array) -> optax.GradientTransformationExtraArgs:
     """Flooding as a transform: multiplies updates by sign(value − b).
 
     Needs the extra argument `value=` (the mini-batch mean loss, the scalar whose gradient the updates
@@ -93,7 +93,8 @@ def flooding(b) -> optax.GradientTransformationExtraArgs:
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def gradient_norm_penalty(loss_fn: Callable[..., jax.Array], eps) -> Callable[..., tuple[jax.Array, Any]]:
+def gradient_norm_penalty(loss_fn: Callable[..., jax.Array],
+                          eps: float | jax.Array) -> Callable[..., tuple[jax.Array, Any]]:
     """Gradient-norm-penalised objective and its gradient, with one Hessian-vector product.
 
     L̃(θ) = L(θ) + (ε/2)‖∇L(θ)‖²,  ∇L̃ = g + ε·H g  (g = ∇L, H = ∇²L).
@@ -126,7 +127,7 @@ def _check_nonneg(value, name):
         raise ValueError(f"{name} must be >= 0, got {value}")
 
 
-def default_weissi_mask(params):
+def default_weissi_mask(params: Any) -> Any:
     """The default WEISSI selection: leaves with ndim ≥ 2 (dense matrices and conv kernels), not biases/scales."""
     return jax.tree.map(lambda p: hasattr(p, "ndim") and p.ndim >= 2, params)
 
@@ -139,7 +140,7 @@ def _resolve_mask(where, params):
     return where
 
 
-def weissi_penalty(params, lambda1, lambda2, where=None):
+def weissi_penalty(params: Any, lambda1: float | jax.Array, lambda2: float | jax.Array, where: Any = None) -> jax.Array:
     """WEISSI penalty (Liu et al. 2020): λ₁ Σ_l log‖W_l‖ + λ₂ Σ_l ‖W_l / ‖W_l‖‖₁.
 
     Invariant to weight-scale shifts W_l → c_l W_l with Π c_l = 1 (first term) and scale-free
@@ -173,7 +174,7 @@ class AddDecoupledWeissiState(NamedTuple):
     """Empty state of `add_decoupled_weissi`."""
 
 
-def add_decoupled_weissi(weight, mask=None) -> optax.GradientTransformationExtraArgs:
+def add_decoupled_weissi(weight: float | jax.Array, mask: Any = None) -> optax.GradientTransformationExtraArgs:
     """Decoupled WEISSI: updates += weight · W/‖W‖², like `optax.add_decayed_weights` adds weight·W.
 
     Chained before the learning-rate scaling, e.g.
