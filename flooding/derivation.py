@@ -8,7 +8,7 @@ gradient step of size ε² on ½‖∇L‖². The error of the approximation mus
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -19,7 +19,7 @@ from flooding.configs import DerivationConfig
 from shared.experiment import RunContext
 
 
-def descent_ascent_displacement(loss_fn: Callable[[Any], jax.Array], params, eps):
+def descent_ascent_displacement(loss_fn: Callable[[Any], jax.Array], params: Any, eps: float | jax.Array) -> Any:
     """θ₂ − θ₀ for θ₁ = θ₀ − ε∇L(θ₀), θ₂ = θ₁ + ε∇L(θ₁), computed as ε(g(θ₁) − g(θ₀)) (no cancellation in θ)."""
     grad = jax.grad(loss_fn)
     g0 = grad(params)
@@ -27,14 +27,14 @@ def descent_ascent_displacement(loss_fn: Callable[[Any], jax.Array], params, eps
     return jax.tree.map(lambda a, b: eps * (a - b), g1, g0)
 
 
-def predicted_displacement(loss_fn: Callable[[Any], jax.Array], params, eps):
+def predicted_displacement(loss_fn: Callable[[Any], jax.Array], params: Any, eps: float | jax.Array) -> Any:
     """−ε² ∇(½‖∇L‖²) = −ε² H g, with one Hessian-vector product (forward over reverse)."""
     g = jax.grad(loss_fn)(params)
     _, hg = jax.jvp(jax.grad(loss_fn), (params,), (g,))
     return jax.tree.map(lambda v: -(eps ** 2) * v, hg)
 
 
-def approximation_errors(loss_fn, params, eps_values) -> np.ndarray:
+def approximation_errors(loss_fn: Callable[[Any], jax.Array], params: Any, eps_values: Sequence[float]) -> np.ndarray:
     """‖(θ₂ − θ₀) − (−ε² H g)‖ for each ε in `eps_values` ([E] -> [E])."""
     @jax.jit
     def error(eps):
@@ -46,7 +46,7 @@ def approximation_errors(loss_fn, params, eps_values) -> np.ndarray:
     return np.asarray([float(error(jnp.asarray(e, jnp.result_type(float)))) for e in eps_values])
 
 
-def loglog_slope(eps_values, errors) -> float:
+def loglog_slope(eps_values: Sequence[float] | np.ndarray, errors: np.ndarray) -> float:
     """Least-squares slope of log(error) against log(ε) (3 for an O(ε³) error)."""
     return float(np.polyfit(np.log(np.asarray(eps_values)), np.log(np.asarray(errors)), 1)[0])
 
@@ -71,7 +71,8 @@ def tanh_mlp_problem(seed: int = 0, n: int = 32, d: int = 5, hidden: int = 16, d
 _DEFAULT_EPS = tuple(np.geomspace(0.3, 0.003, 9))
 
 
-def check_derivation(eps_values=_DEFAULT_EPS, seed: int = 0):
+def check_derivation(eps_values: Sequence[float] = _DEFAULT_EPS,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(eps [E], errors [E], relative errors [E], slope) on the tanh problem in float64."""
     with jax.enable_x64(True):
         loss_fn, params = tanh_mlp_problem(seed)

@@ -16,6 +16,7 @@ own (value, grads) and SAM's two half-steps must see the same mini-batch.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -83,7 +84,8 @@ def _family_fns(family: str, graphdef, config: DigitsConfig):
     raise ValueError(f"method family must be one of {FAMILIES}, got {family!r}")
 
 
-def train_family(config: DigitsConfig, family: str, hps, datasets: list[dict], seeds: list[int]) -> dict:
+def train_family(config: DigitsConfig, family: str, hps: Sequence[float], datasets: list[dict],
+                 seeds: list[int]) -> dict:
     """Trains every (seed, hyper-parameter) of a family in one jitted program.
 
     Returns numpy [S, H] arrays: val_loss, val_accuracy (noisy labels), test_loss, test_accuracy

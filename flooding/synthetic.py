@@ -15,6 +15,7 @@ on the clean validation labels.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.typing import ArrayLike
 
 from flooding.configs import SyntheticConfig
 from flooding.datasets import DIMENSION, make_synthetic
@@ -67,7 +69,8 @@ def _eval(graphdef, state, x, y):
     return softmax_losses(logits, y).mean(), _accuracy(logits, y)
 
 
-def sweep(config: SyntheticConfig, dataset: str, levels, seeds=None):
+def sweep(config: SyntheticConfig, dataset: str, levels: ArrayLike,
+          seeds: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """Trains one model per (seed, flood level) in a single jitted, vmapped program.
 
     Args:
@@ -115,7 +118,7 @@ def sweep(config: SyntheticConfig, dataset: str, levels, seeds=None):
     return out
 
 
-def choose_level(levels, val_accuracy: np.ndarray, val_loss: np.ndarray) -> float:
+def choose_level(levels: Sequence[float] | np.ndarray, val_accuracy: np.ndarray, val_loss: np.ndarray) -> float:
     """argmax of final validation accuracy (mean over seeds) over levels; ties -> lower validation loss.
 
     val_accuracy, val_loss: [S, L, T]. Returns the chosen b.

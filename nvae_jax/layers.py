@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.typing import DTypeLike
 
 __all__ = ["SpectralVector", "WNConv", "depthwise_conv", "ARConv", "ar_conv_mask", "warm_start_spectral",
            "SqueezeExcite", "power_iteration", "dmol_log_prob", "bernoulli_log_prob", "swish"]
@@ -224,7 +225,7 @@ class WNConv(nnx.Module):
 class SqueezeExcite(nnx.Module):
     """SE: x · sigmoid(Linear(ReLU(Linear(avgpool x)))), hidden max(C/16, 4). [B,H,W,C] → same."""
 
-    def __init__(self, c: int, *, dtype=None, rngs: nnx.Rngs):
+    def __init__(self, c: int, *, dtype: DTypeLike | None = None, rngs: nnx.Rngs):
         h = max(c // 16, 4)  # PyTorch's nn.Linear initialisation, as the official SE
         self.fc1 = nnx.Linear(c, h, dtype=dtype, kernel_init=torch_default_init(), bias_init=torch_default_init(c),
                               rngs=rngs)
@@ -322,7 +323,7 @@ def warm_start_spectral(model: nnx.Module, num_iter: int = 40) -> None:
             m.sn_v[...] = jax.device_put(v.astype(np.float32))
 
 
-def ar_conv_mask(kernel: int, c_in: int, c_out: int, groups: int, zero_diag: bool, mirror: bool):
+def ar_conv_mask(kernel: int, c_in: int, c_out: int, groups: int, zero_diag: bool, mirror: bool) -> np.ndarray:
     """Autoregressive kernel mask [k, k, C_in/groups, C_out] (HWIO) for raster order, then channel order.
 
     Pixels above, and left on the same row, are visible; at the centre tap, output channel block i

@@ -8,6 +8,8 @@ distributions, the KL and the output likelihood stay in float32.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -124,13 +126,13 @@ class ARShiftCell(nnx.Module):
     z [B, H, W, L] → (z' [B, H, W, L], log_det [B, H, W, L]).
     """
 
-    def __init__(self, latent, mirror, expand=6, *, rngs):
+    def __init__(self, latent: int, mirror: bool, expand: int = 6, *, rngs: nnx.Rngs):
         h = latent * expand
         self.c1 = ARConv(latent, h, 3, zero_diag=True, mirror=mirror, use_bias=False, rngs=rngs)
         self.dw = ARConv(h, h, 5, zero_diag=False, mirror=mirror, groups=h, use_bias=False, rngs=rngs)
         self.mu = ARConv(h, latent, 1, zero_diag=False, mirror=mirror, init_scale=0.1, rngs=rngs)
 
-    def __call__(self, z):
+    def __call__(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
         s = jax.nn.elu(self.dw(jax.nn.elu(self.c1(z))))
         return z - self.mu(jax.nn.elu(s)), jnp.zeros_like(z)
 
@@ -138,11 +140,11 @@ class ARShiftCell(nnx.Module):
 class PairedFlow(nnx.Module):
     """Two `ARShiftCell`s, the second in mirrored (bottom-right first) pixel order; log-dets add."""
 
-    def __init__(self, latent, *, rngs):
+    def __init__(self, latent: int, *, rngs: nnx.Rngs):
         self.cell1 = ARShiftCell(latent, mirror=False, rngs=rngs)
         self.cell2 = ARShiftCell(latent, mirror=True, rngs=rngs)
 
-    def __call__(self, z):
+    def __call__(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
         z, ld1 = self.cell1(z)
         z, ld2 = self.cell2(z)
         return z, ld1 + ld2
@@ -167,7 +169,7 @@ class NVAE(nnx.Module):
         self.pre = nnx.List(pre)
         groups = cfg.groups  # finest first
         # encoder, finest scale first; a down cell between scales
-        enc: list[nnx.Module] = []
+        enc: list[Any] = []  # an nnx.List of cells per group, or one down-sampling cell
         self.enc_plan = []
         for s, g in enumerate(groups):
             for _ in range(g):
@@ -258,7 +260,7 @@ class NVAE(nnx.Module):
             s_state = layer(s_state)
         return self.head(jax.nn.elu(s_state)).astype(jnp.float32), kls, log_pq
 
-    def encode(self, x):
+    def encode(self, x: jax.Array) -> list[jax.Array]:
         """Bottom-up features, one per group, in decoder order (coarsest first)."""
         h = self.stem((2.0 * x - 1.0).astype(self.dtype))
         for layer in self.pre:
@@ -274,7 +276,7 @@ class NVAE(nnx.Module):
         feats[-1] = self.enc0(jax.nn.elu(feats[-1]))
         return feats[::-1]
 
-    def log_px(self, out, x):
+    def log_px(self, out: jax.Array, x: jax.Array) -> jax.Array:
         """log p(x|z) per example [B]; x in [0, 1].
 
         MNIST (28×28 padded to 32×32) is scored on the central 28×28 pixels only, as the official code's
@@ -291,17 +293,17 @@ class NVAE(nnx.Module):
         mu, ls = jnp.split(out, 2, axis=-1)
         return jnp.sum(hvae.normal_from_params(mu, ls).log_prob(x), axis=(1, 2, 3))
 
-    def __call__(self, x, key):
+    def __call__(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """ELBO pieces: (recon NLL [B], KL per group [B, G], decoder output)."""
         out, kls, _ = self._decode(key, self.encode(x), x.shape[0])
         return -self.log_px(out, x), jnp.stack(kls, axis=1), out
 
-    def log_weight(self, x, key):
+    def log_weight(self, x: jax.Array, key: jax.Array) -> jax.Array:
         """One importance weight log p(x|z) + log p(z) − log q(z|x), z ~ q; per example [B]."""
         out, _, log_pq = self._decode(key, self.encode(x), x.shape[0])
         return self.log_px(out, x) + log_pq
 
-    def sample(self, key, n, temperature=1.0):
+    def sample(self, key: jax.Array, n: int, temperature: float | jax.Array = 1.0) -> jax.Array:
         """Decoder output params for n samples from the prior at `temperature`."""
         out, _, _ = self._decode(key, None, n, temperature)
         return out
