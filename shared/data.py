@@ -17,13 +17,14 @@ draws the same numbers for an example whatever the number of processes.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grain
 import numpy as np
 
 Example = dict[str, np.ndarray]
+RandomTransform = Callable[[Example, np.random.Generator], Example]  # (example, rng) -> example
 
 
 # --------------------------------------------------------------------------------------- sources
@@ -44,7 +45,7 @@ class ArraySource(Sequence):
         return {k: v[index] for k, v in self._arrays.items()}
 
 
-def tfds_source(name: str, split: str, data_dir: str | None = None):
+def tfds_source(name: str, split: str, data_dir: str | None = None) -> Any:
     """`tfds.data_source(name, split=split, data_dir=data_dir)`: random access to an array_record build.
 
     The dataset must have been prepared with `file_format="array_record"`, e.g.
@@ -75,7 +76,8 @@ def drop_non_array_fields(example: Mapping[str, Any]) -> Example:
 def make_dataset(source: Sequence, *, batch_size: int, seed: int, shuffle: bool = True,
                  num_epochs: int | None = None, drop_remainder: bool = True,
                  process_index: int = 0, process_count: int = 1,
-                 transform=None, random_transform=None) -> grain.MapDataset:
+                 transform: Callable[[Example], Example] | None = None,
+                 random_transform: RandomTransform | None = None) -> grain.MapDataset:
     """source -> [drop non-array fields] -> shuffle -> repeat -> map -> per-process shard -> batch.
 
     Args:
@@ -109,7 +111,7 @@ def make_dataset(source: Sequence, *, batch_size: int, seed: int, shuffle: bool 
     return ds.batch(batch_size, drop_remainder=drop_remainder)
 
 
-def batches_of(arrays: Mapping[str, np.ndarray], batch_size: int, drop_remainder: bool = False):
+def batches_of(arrays: Mapping[str, np.ndarray], batch_size: int, drop_remainder: bool = False) -> Iterator[Example]:
     """Deterministic in-order batches of a dict of arrays (evaluation)."""
     n = len(next(iter(arrays.values())))
     stop = n - n % batch_size if drop_remainder else n

@@ -29,10 +29,13 @@ logits (e.g. a copy head's B/I/O logits, or the token just consumed), and `carry
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+if TYPE_CHECKING:
+    from shared.unilm import UniLM
 
 StepFn = Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, Any, Any]]
 Processor = Callable[[jax.Array, Any, Any], tuple[jax.Array, Any]]
@@ -151,15 +154,15 @@ def beam_search(step_fn: StepFn, first_logits: jax.Array, cache: Any, *, beam_si
     return DecodeResult(take(s["tokens"]), take(s["scores"]), take(s["lengths"]), take(s["finished"]))
 
 
-def greedy_search(step_fn: StepFn, first_logits: jax.Array, cache: Any, **kwargs) -> DecodeResult:
+def greedy_search(step_fn: StepFn, first_logits: jax.Array, cache: Any, **kwargs: Any) -> DecodeResult:
     """Greedy decoding: `beam_search` with beam_size = 1 (argmax each step)."""
     return beam_search(step_fn, first_logits, cache, beam_size=1, **kwargs)
 
 
 # -- UniLM adapters ---------------------------------------------------------------------------------
 
-def unilm_generate(model, source: jax.Array, source_len: jax.Array, *, beam_size: int, max_new: int,
-                   eos_id: int, target_segment: int = 1, use_cache: bool = True, **kwargs) -> DecodeResult:
+def unilm_generate(model: UniLM, source: jax.Array, source_len: jax.Array, *, beam_size: int, max_new: int,
+                   eos_id: int, target_segment: int = 1, use_cache: bool = True, **kwargs: Any) -> DecodeResult:
     """Seq2seq generation from a `shared.unilm.UniLM`: prefix `[CLS] q [SEP]` (left-aligned, padded).
 
     Args: source int [B, S]; source_len int [B].  The generated token at step t gets position id

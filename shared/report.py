@@ -14,7 +14,10 @@ import math
 import numbers
 import pathlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def to_jsonable(value: Any) -> Any:
@@ -80,7 +83,7 @@ class Report:
         block = markdown_table(header, rows, floatfmt)
         self._blocks.append(f"{block}\n\n*{caption}*" if caption else block)
 
-    def figure(self, fig, name: str, caption: str = "") -> pathlib.Path:
+    def figure(self, fig: Figure, name: str, caption: str = "") -> pathlib.Path:
         """Saves a matplotlib figure as `<name>.png` in the run directory and links it inline."""
         import matplotlib.pyplot as plt
 

@@ -36,6 +36,7 @@ PyTree = Any
 Metrics = dict[str, jax.Array]
 # loss_fn(params, model_state, batch, rng) -> (scalar loss, (new model_state, metrics))
 LossFn = Callable[[PyTree, PyTree, PyTree, jax.Array], tuple[jax.Array, tuple[PyTree, Metrics]]]
+TrainStep = Callable[["TrainState", PyTree], tuple["TrainState", Metrics]]  # (state, batch) -> (state, metrics)
 
 DATA_AXES = ("data", "fsdp")
 
@@ -176,7 +177,7 @@ def make_step(loss_fn: LossFn, tx: optax.GradientTransformation,
 
 
 # ------------------------------------------------------------------------------------ shardings
-def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
+def make_mesh(fsdp: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A ("data", "fsdp") mesh over all (global) devices; batches are sharded over both axes.
 
     Args:
@@ -227,7 +228,7 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
 
 
 def build_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Mesh, state: TrainState,
-                     fsdp: bool = False):
+                     fsdp: bool = False) -> TrainStep:
     """`jax.jit(make_step(loss_fn, tx))` with state and batch shardings and the state donated.
 
     Returns:
@@ -239,7 +240,7 @@ def build_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Me
 
 
 def jit_train_step(step: Callable[[TrainState, PyTree], tuple[TrainState, Metrics]], mesh: Mesh, state: TrainState,
-                   fsdp: bool = False, compiler_options: Mapping[str, Any] | None = None):
+                   fsdp: bool = False, compiler_options: Mapping[str, Any] | None = None) -> TrainStep:
     """`jax.jit` of any `step(state, batch) -> (state, metrics)` (e.g. `make_step`'s, wrapped to add a
     schedule or an EMA) with the shardings and donation of `build_train_step`. With `fsdp`, build the
     step with `make_step(..., concat_norms=False)` so its norms do not gather the sharded leaves.
@@ -290,6 +291,7 @@ def donate_state_argnums() -> tuple[int, ...]:
 # metric_fn(params, model_state, batch) -> dict of per-batch SUMS; batch["weight"] is 1 for real
 # examples and 0 for padding, and must weight every sum; "count" (sum of weights) is added for you.
 MetricFn = Callable[[PyTree, PyTree, PyTree], Mapping[str, jax.Array]]
+EvalStep = Callable[["TrainState", PyTree], Metrics]  # (state, batch) -> sums, with "count"
 
 
 def nnx_metrics(graphdef: nnx.GraphDef,
@@ -304,7 +306,7 @@ def nnx_metrics(graphdef: nnx.GraphDef,
     return metric_fn
 
 
-def build_eval_step(metric_fn: MetricFn, mesh: Mesh, state: TrainState, fsdp: bool = False):
+def build_eval_step(metric_fn: MetricFn, mesh: Mesh, state: TrainState, fsdp: bool = False) -> EvalStep:
     """jit of `(state, batch) -> sums` (with "count"), state and batch sharded like the train step."""
 
     def eval_step(state, batch):
@@ -354,7 +356,7 @@ def map_fixed_batches(fn: Callable[..., PyTree], arrays: Sequence[np.ndarray], b
     return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
 
 
-def evaluate(eval_step, state: TrainState, batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh,
+def evaluate(eval_step: EvalStep, state: TrainState, batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh,
              batch_size: int) -> dict[str, float]:
     """Runs `eval_step` over host batches (each padded to `batch_size`) and returns sums / count.
 
