@@ -100,7 +100,7 @@ def create_train_state(model: nnx.Module, tx: optax.GradientTransformation,
 
 
 def nnx_loss(graphdef: nnx.GraphDef,
-             fn: Callable[[nnx.Module, PyTree, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]) -> LossFn:
+             fn: Callable[[Any, PyTree, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]) -> LossFn:
     """Adapts `fn(model, batch, rng) -> (loss, metrics)` on an NNX module to the pure `LossFn`.
 
     The model is rebuilt from (graphdef, params, model_state); state it mutates (BatchNorm
@@ -295,7 +295,7 @@ EvalStep = Callable[["TrainState", PyTree], Metrics]  # (state, batch) -> sums, 
 
 
 def nnx_metrics(graphdef: nnx.GraphDef,
-                fn: Callable[[nnx.Module, PyTree], Mapping[str, jax.Array]]) -> MetricFn:
+                fn: Callable[[Any, PyTree], Mapping[str, jax.Array]]) -> MetricFn:
     """Adapts `fn(model, batch) -> sums` to a `MetricFn`; the model is put in eval mode."""
 
     def metric_fn(params, model_state, batch):

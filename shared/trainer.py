@@ -52,7 +52,8 @@ from shared.overrides import ConfigError
 __all__ = ["Loop", "Trainer", "check_global_batch"]
 
 # fn(model, batch, rng) -> (scalar loss, metrics); the model is an NNX module rebuilt inside the step
-ModelLoss = Callable[[nnx.Module, Any, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
+# the model argument is Any: a loss written for one nnx.Module subclass is not a function of every Module
+ModelLoss = Callable[[Any, Any, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
 Step = Callable[[train.TrainState, Any], tuple[train.TrainState, train.Metrics]]
 
 
@@ -161,7 +162,7 @@ class Trainer:
     def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, loss: ModelLoss, *, seed: int = 0,
                  mesh: jax.sharding.Mesh | None = None, fsdp: int = 1,
                  learning_rate: optax.ScalarOrSchedule | None = None,
-                 eval_metrics: Callable[[nnx.Module, Any], Mapping[str, jax.Array]] | None = None,
+                 eval_metrics: Callable[[Any, Any], Mapping[str, jax.Array]] | None = None,
                  wrap_step: Callable[[Step], Step] | None = None,
                  extend_state: Callable[[train.TrainState], train.TrainState] | None = None,
                  compiler_options: Mapping[str, Any] | None = None):

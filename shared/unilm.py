@@ -118,7 +118,9 @@ class Layer(nnx.Module):
         self.out = nnx.Linear(c.intermediate, c.hidden, **kw)
         self.out_ln = nnx.LayerNorm(c.hidden, **ln)
 
-    def __call__(self, x, mask, pos_q, pos_k, cache=None, index=None, key=None):
+    def __call__(self, x: jax.Array, mask: jax.Array, pos_q: jax.Array, pos_k: jax.Array,
+                 cache: dict[str, Any] | None = None, index: int | jax.Array | None = None,
+                 key: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any] | None]:
         """x [B, Tq, H]; mask bool [B, Tq|1, Tk]; pos_q int [B, Tq]; pos_k int [B, Tk].
 
         With `cache` ({"k", "v"}: [B, L_max, heads, head_dim]) the new keys/values are written at slot
@@ -131,6 +133,7 @@ class Layer(nnx.Module):
         k = self.key(x).reshape(b, tq, c.heads, d)
         v = self.value(x).reshape(b, tq, c.heads, d)
         if cache is not None:
+            assert index is not None, "a cache needs the slot index"
             k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, index, 0, 0))
             v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, index, 0, 0))
             cache = {"k": k, "v": v}
@@ -176,20 +179,23 @@ class UniLM(nnx.Module):
         self.mlm_bias = nnx.Param(jnp.zeros((c.vocab_size,), pdt))
 
     # -- pieces -------------------------------------------------------------------------------------
-    def embed(self, ids, segments, positions, key=None):
+    def embed(self, ids: jax.Array, segments: jax.Array, positions: jax.Array,
+              key: jax.Array | None = None) -> jax.Array:
         """[B, T] ids, segments, positions -> x_0 [B, T, H]."""
         x = self.word(ids) + self.token_type(segments)
         if self.position is not None:
             x = x + self.position(positions)
         return _dropout(self.emb_ln(x), self.config.dropout, key)
 
-    def mlm_logits(self, hidden):
+    def mlm_logits(self, hidden: jax.Array) -> jax.Array:
         """hidden [..., H] -> float32 logits [..., V] (transform, LN, tied decoder + bias)."""
         h = self.head_ln(jax.nn.gelu(self.head(hidden), approximate=False))
         logits = self.word.attend(h).astype(jnp.float32)
         return logits + self.mlm_bias[...].astype(jnp.float32).reshape((1,) * (logits.ndim - 1) + (-1,))
 
-    def encode(self, ids, segments, *, mask=None, positions=None, valid=None, key=None):
+    def encode(self, ids: jax.Array, segments: jax.Array, *, mask: jax.Array | None = None,
+               positions: jax.Array | None = None, valid: jax.Array | None = None,
+               key: jax.Array | None = None) -> jax.Array:
         """Last hidden states [B, T, H].  positions default to arange(T); valid to ids != pad_id."""
         b, t = ids.shape
         if t > self.config.max_position and not self.config.relative_position:
@@ -202,7 +208,9 @@ class UniLM(nnx.Module):
             x, _ = layer(x, mask, positions, positions, key=_fold(key, i))
         return x
 
-    def __call__(self, ids, segments, *, mask=None, positions=None, valid=None, key=None):
+    def __call__(self, ids: jax.Array, segments: jax.Array, *, mask: jax.Array | None = None,
+                 positions: jax.Array | None = None, valid: jax.Array | None = None,
+                 key: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
         h = self.encode(ids, segments, mask=mask, positions=positions, valid=valid, key=key)
         return self.mlm_logits(h), {"hidden": h}
 
@@ -229,7 +237,8 @@ class UniLM(nnx.Module):
         new = {"layers": layers, "valid": slot_valid, "positions": slot_pos, "index": index + t}
         return x, new
 
-    def prefill(self, ids, segments, cache, *, valid=None, positions=None):
+    def prefill(self, ids: jax.Array, segments: jax.Array, cache: dict[str, Any], *, valid: jax.Array | None = None,
+                positions: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array], dict[str, Any]]:
         """Runs the prefix [B, S] once into an empty cache (slots 0..S-1).
 
         Returns (logits [B, S, V], aux {"hidden"}, cache with index = S).  The UniLM mask is applied
@@ -247,7 +256,8 @@ class UniLM(nnx.Module):
         h, cache = self._run_cached(ids, segments, positions, valid, cache, mask)
         return self.mlm_logits(h), {"hidden": h}, cache
 
-    def decode_step(self, token, cache, *, segment=1, position):
+    def decode_step(self, token: jax.Array, cache: dict[str, Any], *, segment: int | jax.Array = 1,
+                    position: jax.Array) -> tuple[jax.Array, dict[str, jax.Array], dict[str, Any]]:
         """One token per example at slot cache["index"].
 
         Args: token int [B]; position int [B] (its position id, e.g. source_len + step);
@@ -261,7 +271,7 @@ class UniLM(nnx.Module):
         return self.mlm_logits(h[:, 0]), {"hidden": h[:, 0]}, cache
 
 
-def create(name_or_config: str | UniLMConfig = "tiny", *, seed: int | None = None, **overrides) -> UniLM:
+def create(name_or_config: str | UniLMConfig = "tiny", *, seed: int | None = None, **overrides: Any) -> UniLM:
     """Builds a UniLM from a preset name ("tiny", "base", "large") or a config, with field overrides."""
     if isinstance(name_or_config, str):
         if name_or_config not in CONFIGS:

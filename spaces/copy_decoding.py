@@ -20,13 +20,19 @@ occurrence of the current n-gram (of any n) in O(S) per step; the allowed vocabu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from shared.decoding import DecodeResult, unilm_generate
+from shared.decoding import DecodeResult, Processor, unilm_generate
 from shared.sparse_softmax import top_k_mask
 from spaces.generator import I, O
+
+if TYPE_CHECKING:
+    from spaces.generator import CopyGenerator
 
 __all__ = ["copy_processor", "initial_carry", "top_k_logits", "generate", "make_generate"]
 
@@ -43,8 +49,8 @@ def top_k_logits(logits: jax.Array, k: int) -> jax.Array:
     return jnp.where(top_k_mask(logits, k), logits, NEG_INF)
 
 
-def copy_processor(copy_logits_fn, source: jax.Array, copyable: jax.Array, *, use_copy: bool = True,
-                   top_k: int = 10):
+def copy_processor(copy_logits_fn: Callable[[jax.Array], jax.Array], source: jax.Array, copyable: jax.Array, *,
+                   use_copy: bool = True, top_k: int = 10) -> Processor:
     """The `processor(logits, aux, carry) -> (logits, carry)` for `shared.decoding.beam_search`.
 
     Args:
@@ -83,8 +89,8 @@ def initial_carry(batch: int, source_length: int) -> dict:
     return {"cand": jnp.zeros((batch, source_length), bool), "active": jnp.zeros((batch,), bool)}
 
 
-def generate(model, source: jax.Array, source_len: jax.Array, *, beam_size: int, max_new: int, eos_id: int,
-             use_copy: bool = True, top_k: int = 10) -> DecodeResult:
+def generate(model: CopyGenerator, source: jax.Array, source_len: jax.Array, *, beam_size: int, max_new: int,
+             eos_id: int, use_copy: bool = True, top_k: int = 10) -> DecodeResult:
     """Beam search from a `CopyGenerator` on `[CLS] source [SEP]` prefixes (int [B, S], lengths [B]).
 
     As SPACES' bert4keras `beam_search`, finished non-best beams are dropped and the beam shrinks
@@ -93,7 +99,7 @@ def generate(model, source: jax.Array, source_len: jax.Array, *, beam_size: int,
     b, s = source.shape
     pos = jnp.arange(s)[None, :]
     copyable = (pos >= 1) & (pos < source_len[:, None] - 1)  # content tokens only
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if use_copy or top_k:
         def rep(x):
             return jnp.repeat(x, beam_size, axis=0)
@@ -104,7 +110,7 @@ def generate(model, source: jax.Array, source_len: jax.Array, *, beam_size: int,
                           drop_finished=True, **kwargs)
 
 
-def make_generate(graphdef, **kwargs):
+def make_generate(graphdef: nnx.GraphDef, **kwargs: Any) -> Callable[[Any, jax.Array, jax.Array], DecodeResult]:
     """A jitted `(states, source, source_len) -> DecodeResult` for `generate` with fixed keyword settings.
 
     `states` is one nnx State or a tuple of them (e.g. `(params, rest)`), merged with `graphdef`.

@@ -21,11 +21,16 @@ it (`spaces.pipeline.run`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+if TYPE_CHECKING:
+    from shared.unilm import UniLM
+    from spaces.vocab import Vocab
 
 __all__ = ["masked_mean", "GatedConv", "DGCNN", "ClauseEncoder", "Extractor", "extraction_loss",
            "kfold_masks", "select_clauses", "unilm_clause_vectors", "encode_clauses"]
@@ -150,7 +155,7 @@ def select_clauses(probs: np.ndarray, n_clauses: int, threshold: float = 0.2) ->
     return np.flatnonzero(np.asarray(probs)[:n_clauses] > threshold).tolist()
 
 
-def encode_clauses(clauses_per_doc: Sequence[Sequence[str]], vocab, max_clauses: int,
+def encode_clauses(clauses_per_doc: Sequence[Sequence[str]], vocab: Vocab, max_clauses: int,
                    max_clause_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Token ids int32 [D, N, L] (clauses longer than L keep their first L tokens) and mask bool [D, N]."""
     ids = np.full((len(clauses_per_doc), max_clauses, max_clause_len), vocab.pad_id, np.int32)
@@ -165,7 +170,7 @@ def encode_clauses(clauses_per_doc: Sequence[Sequence[str]], vocab, max_clauses:
     return ids, mask
 
 
-def unilm_clause_vectors(model, clause_ids: jax.Array, batch_size: int = 64) -> np.ndarray:
+def unilm_clause_vectors(model: UniLM, clause_ids: jax.Array | np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Frozen BERT clause vectors: masked mean of the last layer over each clause (SPACES).
 
     clause_ids int [M, L] ([CLS] clause [SEP], padded with pad_id) -> float32 [M, H]; plain bidirectional

@@ -18,7 +18,8 @@ after every step (d = 0.9999 in SPACES); evaluation uses θ̄.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,9 @@ from flax import nnx
 from shared.sparse_softmax import sparse_softmax_cross_entropy
 from shared.unilm import UniLM, seq2seq_targets
 from spaces.metrics import lcs_rows
+
+if TYPE_CHECKING:
+    from spaces.vocab import Vocab
 
 __all__ = ["O", "B", "I", "lcs_alignment", "copy_labels", "CopyGenerator", "generator_loss", "ema_update",
            "encode_pair", "encode_pairs"]
@@ -87,12 +91,14 @@ class CopyGenerator(nnx.Module):
         """hidden [..., H] -> float32 [..., 3] (O, B, I) logits for the NEXT token."""
         return self.copy(hidden).astype(jnp.float32)
 
-    def __call__(self, ids, segments, *, key=None):
+    def __call__(self, ids: jax.Array, segments: jax.Array, *,
+                 key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         logits, aux = self.lm(ids, segments, key=key)
         return logits, self.copy_logits(aux["hidden"])
 
 
-def generator_loss(*, sparse_k: int = 10, copy_weight: float = 2.0):
+def generator_loss(*, sparse_k: int = 10, copy_weight: float = 2.0,
+                   ) -> Callable[[CopyGenerator, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]:
     """`fn(model, batch, rng)` for `shared.train.nnx_loss`, on batches of
     `spaces.generator_data.make_train_transform` (noise and copy labels drawn on the host, as SPACES).
 
@@ -130,12 +136,13 @@ def generator_loss(*, sparse_k: int = 10, copy_weight: float = 2.0):
     return fn
 
 
-def ema_update(ema, params, decay: float):
+def ema_update(ema: Any, params: Any, decay: float) -> Any:
     """θ̄ ← decay·θ̄ + (1 − decay)·θ, leaf by leaf."""
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
 
-def encode_pair(vocab, source: str, target: str | None, max_source: int, max_target: int) -> tuple[list[int], int]:
+def encode_pair(vocab: Vocab, source: str, target: str | None, max_source: int,
+                max_target: int) -> tuple[list[int], int]:
     """(`[CLS] source [SEP]` + `target [SEP]` ids, length of `[CLS] source [SEP]`); the source keeps its
     LAST `max_source` tokens (the judgment is at the end), the target its first `max_target`."""
     ids = [vocab.cls_id] + (vocab.encode(source)[-max_source:] if max_source > 0 else []) + [vocab.sep_id]
@@ -145,7 +152,7 @@ def encode_pair(vocab, source: str, target: str | None, max_source: int, max_tar
     return ids, n
 
 
-def encode_pairs(vocab, sources: Sequence[str], targets: Sequence[str] | None, max_source: int,
+def encode_pairs(vocab: Vocab, sources: Sequence[str], targets: Sequence[str] | None, max_source: int,
                  max_target: int) -> dict[str, np.ndarray]:
     """Padded int32 arrays "ids", "segments" [D, T] (T = max_source + 2, + max_target + 1 with targets) and
     "source_len" [D] (the `[CLS] .. [SEP]` length)."""

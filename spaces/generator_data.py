@@ -21,17 +21,21 @@ It is a `fn(example, rng: np.random.Generator) -> example` for grain's `random_m
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spaces.generator import copy_labels, encode_pair
+
+if TYPE_CHECKING:
+    from spaces.vocab import Vocab
 
 __all__ = ["encode_generator_examples", "noise_tokens", "make_train_transform", "ORACLE", "EXTRACTED"]
 
 EXTRACTED, ORACLE = 0, 1  # rows of an example's "ids"
 
 
-def encode_generator_examples(vocab, extracted: Sequence[str], oracle: Sequence[str], targets: Sequence[str],
+def encode_generator_examples(vocab: Vocab, extracted: Sequence[str], oracle: Sequence[str], targets: Sequence[str],
                               max_source: int, max_target: int) -> dict[str, np.ndarray]:
     """Both candidate inputs of every training document, encoded.
 

@@ -95,7 +95,7 @@ def oracle_text(source_clauses: Sequence[str], indices: Sequence[int]) -> str:
 
 
 def oracle_score(source_clauses: Sequence[str], summary: str, summary_clauses: Sequence[str] | None = None,
-                 unit: str = "char", backend: str = "spaces", user_dict=None) -> float:
+                 unit: str = "char", backend: str = "spaces", user_dict: str | None = None) -> float:
     """Weighted ROUGE of the labelled clauses (the extraction oracle) against the summary; `backend`
     scores both the labelling and the result, `user_dict` is jieba's for unit "word"."""
     from spaces.data import split_clauses
