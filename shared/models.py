@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import DTypeLike
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -38,7 +39,7 @@ class MLP(nnx.Module):
     """
 
     def __init__(self, features: Sequence[int], *, rngs: nnx.Rngs, activation: Activation = nnx.relu,
-                 use_bias: bool = True, batch_norm: bool = False, dtype=None):
+                 use_bias: bool = True, batch_norm: bool = False, dtype: DTypeLike | None = None):
         if len(features) < 2 or min(features) < 1:
             raise ValueError(f"MLP features must be >= 2 positive widths, got {tuple(features)}")
         self.activation = activation
@@ -61,7 +62,7 @@ class SmallCNN(nnx.Module):
     """[B, H, W, C] -> conv3x3(c1)-ReLU-pool2 -> conv3x3(c2)-ReLU -> global mean -> Linear -> [B, K]."""
 
     def __init__(self, num_classes: int, *, rngs: nnx.Rngs, in_channels: int = 1,
-                 channels: tuple[int, int] = (32, 64), dtype=None):
+                 channels: tuple[int, int] = (32, 64), dtype: DTypeLike | None = None):
         self.conv1 = nnx.Conv(in_channels, channels[0], (3, 3), dtype=dtype, rngs=rngs)
         self.conv2 = nnx.Conv(channels[0], channels[1], (3, 3), dtype=dtype, rngs=rngs)
         self.head = nnx.Linear(channels[1], num_classes, dtype=dtype, rngs=rngs)
@@ -85,7 +86,7 @@ class BasicBlock(nnx.Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, *, rngs: nnx.Rngs, shortcut: str = "pad",
-                 dtype=None):
+                 dtype: DTypeLike | None = None):
         self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), strides=stride, use_bias=False, dtype=dtype, rngs=rngs)
         self.bn1 = _bn(out_ch, rngs, dtype)
         self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), use_bias=False, dtype=dtype, rngs=rngs)
@@ -122,7 +123,7 @@ class CifarResNet(nnx.Module):
     """
 
     def __init__(self, blocks_per_stage: Sequence[int], widths: Sequence[int], num_classes: int, *,
-                 rngs: nnx.Rngs, in_channels: int = 3, shortcut: str = "pad", dtype=None):
+                 rngs: nnx.Rngs, in_channels: int = 3, shortcut: str = "pad", dtype: DTypeLike | None = None):
         self.stem = nnx.Conv(in_channels, widths[0], (3, 3), use_bias=False, dtype=dtype, rngs=rngs)
         self.stem_bn = _bn(widths[0], rngs, dtype)
         blocks, in_ch = [], widths[0]
@@ -141,7 +142,7 @@ class CifarResNet(nnx.Module):
         return self.head(x.mean(axis=(1, 2)))
 
 
-def cifar_resnet(depth: int, num_classes: int, *, rngs: nnx.Rngs, dtype=None) -> CifarResNet:
+def cifar_resnet(depth: int, num_classes: int, *, rngs: nnx.Rngs, dtype: DTypeLike | None = None) -> CifarResNet:
     """ResNet-{20, 32, 44, 56, 110} of He et al. for CIFAR (depth = 6n + 2)."""
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110), got {depth}")
@@ -149,7 +150,7 @@ def cifar_resnet(depth: int, num_classes: int, *, rngs: nnx.Rngs, dtype=None) ->
     return CifarResNet((n, n, n), (16, 32, 64), num_classes, rngs=rngs, dtype=dtype)
 
 
-def ResNet18(num_classes: int, *, rngs: nnx.Rngs, in_channels: int = 3, dtype=None) -> CifarResNet:
+def ResNet18(num_classes: int, *, rngs: nnx.Rngs, in_channels: int = 3, dtype: DTypeLike | None = None) -> CifarResNet:
     """ResNet-18 (2, 2, 2, 2 blocks of 64/128/256/512) with a 3x3 stem and projection shortcuts."""
     return CifarResNet((2, 2, 2, 2), (64, 128, 256, 512), num_classes, rngs=rngs,
                        in_channels=in_channels, shortcut="conv", dtype=dtype)
@@ -162,7 +163,8 @@ class ThreeConvBlock(nnx.Module):
     (which needs in_ch == width and stride 1). The stride sits on the 3x3 conv ("SAME" padding).
     """
 
-    def __init__(self, in_ch: int, width: int, stride: int, *, project: bool, rngs: nnx.Rngs, dtype=None):
+    def __init__(self, in_ch: int, width: int, stride: int, *, project: bool, rngs: nnx.Rngs,
+                 dtype: DTypeLike | None = None):
         if not project and (in_ch != width or stride != 1):
             raise ValueError(f"an identity shortcut needs in_ch == width and stride 1, got {in_ch}, {width}, {stride}")
         conv = functools.partial(nnx.Conv, use_bias=False, kernel_init=nnx.initializers.he_normal(), dtype=dtype,
@@ -191,7 +193,7 @@ class LogitAdjustmentResNet(nnx.Module):
     """
 
     def __init__(self, blocks_per_stage: Sequence[int], widths: Sequence[int], num_classes: int, *,
-                 rngs: nnx.Rngs, in_channels: int = 3, dtype=None):
+                 rngs: nnx.Rngs, in_channels: int = 3, dtype: DTypeLike | None = None):
         self.stem = nnx.Conv(in_channels, widths[0], (3, 3), padding="VALID", use_bias=False,
                              kernel_init=nnx.initializers.he_normal(), dtype=dtype, rngs=rngs)
         self.stem_bn = _bn(widths[0], rngs, dtype)
@@ -214,7 +216,7 @@ class LogitAdjustmentResNet(nnx.Module):
         return self.head(self.final_bn(x).mean(axis=(1, 2)))  # [B, num_classes]
 
 
-def la_resnet32(num_classes: int, *, rngs: nnx.Rngs, dtype=None) -> LogitAdjustmentResNet:
+def la_resnet32(num_classes: int, *, rngs: nnx.Rngs, dtype: DTypeLike | None = None) -> LogitAdjustmentResNet:
     """The official logit-adjustment "ResNet-32": stages of 5 blocks with 16 / 32 / 64 filters."""
     return LogitAdjustmentResNet((5, 5, 5), (16, 32, 64), num_classes, rngs=rngs, dtype=dtype)
 

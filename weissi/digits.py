@@ -10,6 +10,8 @@ The scale-shifted init multiplies the first layer by e^s and the last by e^−s 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +35,7 @@ def make_model(config: DigitsConfig, seed: int):
     return SmallCNN(10, rngs=nnx.Rngs(seed)), [("conv1",), ("conv2",), ("head",)]
 
 
-def method_parts(method: str, config: DigitsConfig):
+def method_parts(method: str, config: DigitsConfig) -> tuple[optax.GradientTransformation, Callable[[Any], jax.Array]]:
     """(optax transform, penalty(params) -> scalar added to the mean loss) of a method."""
     zero = lambda p: jnp.zeros((), jnp.float32)  # noqa: E731
     adam = optax.adam(config.adam_lr)

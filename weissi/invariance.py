@@ -8,7 +8,7 @@ shift; the WEISSI penalty λ₁ Σ log‖W_l‖ + λ₂ Σ ‖W_l/‖W_l‖‖�
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +41,7 @@ def scale_shift(weights: Sequence[jax.Array], factors: Sequence[float] | np.ndar
     return [w * c_l for w, c_l in zip(weights, c)]
 
 
-def shift_layer_params(params, layer_paths: Sequence[tuple], factors: Sequence[float] | np.ndarray):
+def shift_layer_params(params: Any, layer_paths: Sequence[tuple], factors: Sequence[float] | np.ndarray) -> Any:
     """The same shift on an NNX param state with biases: kernel_l *= c_l, bias_l *= Π_{k≤l} c_k.
 
     Args:
@@ -74,7 +74,7 @@ def mlp_layer_paths(num_layers: int) -> list[tuple]:
     return [("layers", i) for i in range(num_layers)]
 
 
-def l2_penalty(weights) -> jax.Array:
+def l2_penalty(weights: Any) -> jax.Array:
     """Σ_l ‖W_l‖² over the leaves with ndim ≥ 2 (scalar)."""
     return cast(jax.Array, sum(jnp.sum(jnp.square(w)) for w in jax.tree.leaves(weights) if w.ndim >= 2))
 
