@@ -114,32 +114,32 @@ def make_decoder(graphdef, beam: int, max_new: int, eos_id: int, *, drop_finishe
     return decode
 
 
-def run_synthetic(config, ctx) -> dict:
-    """mwp.synthetic_solver: tiny UniLM from scratch on synthetic Ape210K-format problems."""
+def synthetic_splits(config) -> dict[str, list[dict]]:
+    """The synthetic train / valid / test problems of `config` (a pure function of the config)."""
     from mwp import synthetic
-    from shared import data, train, unilm
-    from shared.trainer import Loop, Trainer
 
-    t0 = time.perf_counter()
-    splits = {s: prepare(synthetic.generate_split(s, n, seed=config.seed), config.number_slots)
-              for s, n in (("train", config.train_size), ("valid", config.valid_size), ("test", config.test_size))}
-    tok = CharTokenizer.build([p["question"] for p in splits["train"]], expression_tokens=config.expression_tokens,
-                              equations=[p["equation"] for p in splits["train"]])
-    arrays = encode(splits["train"], tok, config.max_source, config.max_target)
+    return {s: prepare(synthetic.generate_split(s, n, seed=config.seed), config.number_slots)
+            for s, n in (("train", config.train_size), ("valid", config.valid_size), ("test", config.test_size))}
+
+
+def synthetic_trainer(config, tok):
+    """The `shared.trainer.Trainer` of the synthetic solver: a tiny UniLM over `tok`'s vocabulary, Adam with
+    warm-up + cosine, the seq2seq loss (with source noise when `config.input_noise > 0`)."""
+    from shared import train, unilm
+    from shared.trainer import Trainer
+
     model = unilm.create("tiny", seed=config.seed, vocab_size=tok.vocab_size, hidden=config.hidden,
                          layers=config.layers, heads=config.heads, intermediate=config.mlp,
-                         max_position=arrays["ids"].shape[1], dropout=config.dropout)
+                         max_position=config.max_source + config.max_target + 3, dropout=config.dropout)
     schedule = train.warmup_cosine(config.learning_rate, config.warmup_steps, config.num_steps)
     loss_fn = (noisy_source_loss(config.input_noise, tok.char_start, tok.vocab_size) if config.input_noise > 0
                else unilm.seq2seq_loss)
-    trainer = Trainer(model, optax.adam(schedule), loss_fn, seed=config.seed, learning_rate=schedule)
-    loop = Loop(num_steps=config.num_steps, batch_size=config.batch_size, seed=config.seed,
-                log_every=config.log_every, checkpoint_every=config.checkpoint_every)
-    t1 = time.perf_counter()
-    state, history = trainer.fit(data.ArraySource(arrays), loop, ctx=ctx, config=config, desc="mwp_synthetic")
-    graphdef = trainer.graphdef
-    train_time = time.perf_counter() - t1
+    return Trainer(model, optax.adam(schedule), loss_fn, seed=config.seed, learning_rate=schedule)
 
+
+def beam_accuracies(graphdef, state, splits: dict, tok, config) -> tuple[dict[str, float], list]:
+    """Answer accuracy on valid and test at every beam of `config.beams` (test also split by seen /
+    held-out phrasing); returns (results, the first test examples decoded at the first beam)."""
     results, examples = {}, []
     for beam in config.beams:
         decode = make_decoder(graphdef, beam, config.max_target + 1, tok.sep_id)
@@ -155,6 +155,32 @@ def run_synthetic(config, ctx) -> dict:
                 if beam == config.beams[0]:
                     examples = [(q["original_text"], q["equation"], p, is_correct(p, q))
                                 for p, q in list(zip(preds, splits["test"]))[:6]]
+    return results, examples
+
+
+VOCAB_FILE = "vocab.txt"  # the run directory's tokeniser vocabulary (one token per line), for kexue predict
+
+
+def run_synthetic(config, ctx) -> dict:
+    """mwp.synthetic_solver: tiny UniLM from scratch on synthetic Ape210K-format problems."""
+    from mwp import synthetic
+    from shared import data
+    from shared.trainer import Loop
+
+    t0 = time.perf_counter()
+    splits = synthetic_splits(config)
+    tok = CharTokenizer.build([p["question"] for p in splits["train"]], expression_tokens=config.expression_tokens,
+                              equations=[p["equation"] for p in splits["train"]])
+    if ctx.main_process:
+        (ctx.out_dir / VOCAB_FILE).write_text("\n".join(tok.id_to_token) + "\n", encoding="utf-8")
+    arrays = encode(splits["train"], tok, config.max_source, config.max_target)
+    trainer = synthetic_trainer(config, tok)
+    loop = Loop(num_steps=config.num_steps, batch_size=config.batch_size, seed=config.seed,
+                log_every=config.log_every, checkpoint_every=config.checkpoint_every)
+    t1 = time.perf_counter()
+    state, history = trainer.fit(data.ArraySource(arrays), loop, ctx=ctx, config=config, desc="mwp_synthetic")
+    train_time = time.perf_counter() - t1
+    results, examples = beam_accuracies(trainer.graphdef, state, splits, tok, config)
     wall = time.perf_counter() - t0
 
     ctx.report.text(

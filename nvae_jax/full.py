@@ -45,6 +45,13 @@ def _batch(source, idx):
     return np.stack([np.asarray(source[int(i)]["image"]) for i in idx])
 
 
+def load_test_images(config: Config) -> np.ndarray:
+    """The first `config.num_eval` test images (all of them for 0), preprocessed for evaluation."""
+    test_src = tfds_source(TFDS_NAMES[config.dataset], "test", config.data_dir or None)
+    n = len(test_src) if config.num_eval <= 0 else min(config.num_eval, len(test_src))
+    return preprocess(config, _batch(test_src, np.arange(n)), binarize=True)
+
+
 def run_full(config: Config, ctx) -> dict:
     """Train `config` on its TFDS dataset, then report the IW test NLL beside the paper's number."""
     if config.mock_data > 0:
@@ -60,7 +67,6 @@ def _run_full(config: Config, ctx) -> dict:
     name = TFDS_NAMES[config.dataset]
     data_dir = config.data_dir or None
     train_src = tfds_source(name, "train", data_dir)
-    test_src = tfds_source(name, "test", data_dir)
     per_epoch = max(1, len(train_src) // config.batch_size)
     steps = config.train_steps or config.epochs * per_epoch
 
@@ -70,8 +76,7 @@ def _run_full(config: Config, ctx) -> dict:
     graphdef, state, _ = train.fit(config, train_src, steps, ctx=ctx, checkpoint_dir=ctx.checkpoint_dir,
                                    resume=ctx.resume, checkpoint_every=min(steps, 5000), log_every=100,
                                    desc=f"nvae_jax.{config.dataset}", transform=transform)
-    n = min(config.num_eval, len(test_src))
-    xte = jnp.asarray(preprocess(config, _batch(test_src, np.arange(n)), binarize=True))
+    xte = jnp.asarray(load_test_images(config))
     nll = float(jnp.mean(train.iw_nll(graphdef, state, xte, jax.random.PRNGKey(1),
                                       config.num_iw_samples, chunk=min(10, config.num_iw_samples))))
     unit, published = PUBLISHED[config.dataset]

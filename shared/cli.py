@@ -353,6 +353,57 @@ def cmd_reproduce(experiments: Mapping[str, Experiment], args: argparse.Namespac
     return 0
 
 
+def cmd_use(experiments: Mapping[str, Experiment], args: argparse.Namespace, rest: list[str]) -> int:
+    """`kexue eval | sample | predict NAME --run DIR ...`: the experiment's hook on the opened run directory."""
+    from shared.use import open_run
+
+    if args.name not in experiments:
+        raise UsageError(f"unknown experiment {args.name!r}. Known: {', '.join(experiments)}")
+    experiment = experiments[args.name]
+    hook = getattr(experiment, "evaluate" if args.command == "eval" else args.command)
+    if hook is None:
+        offered = [n for n in experiments if getattr(experiments[n], "evaluate" if args.command == "eval"
+                                                          else args.command) is not None]
+        raise UsageError(f"{args.name} offers no `kexue {args.command}`; experiments that do: {', '.join(offered)}")
+    if args.model is not None and args.model not in experiment.models:
+        raise UsageError(f"--model {args.model!r}: {args.name} trains {', '.join(experiment.models) or 'one model'}")
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("command", "name", "run", "step", "model", "preset")}
+    if args.command == "sample":
+        if args.temperature <= 0:
+            raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+        if args.num < 1:
+            raise UsageError(f"--num must be >= 1, got {args.num}")
+    overrides = _split_predict_args(rest, options) if args.command == "predict" else rest
+    run = open_run(args.run, experiment.name, next(iter(experiment.presets.values())), overrides, step=args.step,
+                   model=args.model or (experiment.models[0] if experiment.models else None), options=options)
+    _init_distributed(None, None, None)
+    result = hook(run)
+    if args.command == "predict":
+        for line in result.get("predictions", []):
+            print(json.dumps(line, ensure_ascii=False))
+    else:
+        print(f"[kexue] {experiment.name} {args.command}: {_headline(result)} -> {run.path}")
+    return 0
+
+
+def _split_predict_args(rest: list[str], options: dict) -> list[str]:
+    """`kexue predict` takes free-text inputs (questions) and `--config.KEY=VALUE` overrides (with `=`, so
+    that a question is never read as a value)."""
+    overrides, texts = [], []
+    for arg in rest:
+        if arg.startswith("--config."):
+            if "=" not in arg:
+                raise UsageError(f"kexue predict takes config overrides as --config.KEY=VALUE, got {arg!r}")
+            overrides.append(arg)
+        elif arg.startswith("--"):
+            raise UsageError(f"unknown option {arg!r} for kexue predict")
+        else:
+            texts.append(arg)
+    options["texts"] = texts
+    return overrides
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kexue", description="kexue-jax experiments")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -376,6 +427,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--coordinator", default=None, help="multi-host: HOST:PORT of process 0")
     run.add_argument("--num-processes", type=int, default=None)
     run.add_argument("--process-id", type=int, default=None)
+    for command, what in (("eval", "re-run an experiment's evaluation on a run's checkpoint (writes eval.json, eval.md)"),
+                          ("sample", "draw samples from a run's generative model (NVAE)"),
+                          ("predict", "apply a run's model to new inputs (mwp: questions or --input FILE.jsonl)")):
+        use = sub.add_parser(command, help=what)
+        use.add_argument("name", help="the experiment, e.g. nvae_jax.digits")
+        use.add_argument("--run", required=True, metavar="DIR", help="the run directory that `kexue run` wrote")
+        use.add_argument("--step", type=int, default=None, help="this checkpoint (default: best, else newest)")
+        use.add_argument("--model", default=None, help="which of the run's models (default: the headline one)")
+        if command == "sample":
+            use.add_argument("--temperature", type=float, default=1.0)
+            use.add_argument("--num", type=int, default=64, help="number of samples")
+            use.add_argument("--readjust-bn", action="store_true",
+                             help="re-estimate the batch-norm statistics at this temperature first (as the official "
+                                  "evaluate.py --readjust_bn)")
+            use.add_argument("--bn-iterations", type=int, default=500,
+                             help="sampling passes of --readjust-bn (the official code's 500)")
+            use.add_argument("--seed", type=int, default=0)
+            use.add_argument("--reconstruct", action="store_true", help="also a grid of test images and reconstructions")
+        if command == "predict":
+            use.add_argument("--input", default=None, metavar="FILE", help="a JSON-lines file of inputs")
     rep = sub.add_parser("reproduce", help="run every package's headline experiments")
     rep.add_argument("--quick", action="store_true", help="quick presets on embedded data (CPU minutes)")
     rep.add_argument("--only", nargs="+", default=None, metavar="PKG", help="only these packages")
@@ -396,13 +467,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         compilation_cache.enable()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        if args.command != "run" and rest:
+        if args.command not in ("run", "eval", "sample", "predict") and rest:
             raise UsageError(f"unrecognised arguments: {' '.join(rest)}")
         experiments = registry()
         if args.command == "list":
             return cmd_list(experiments)
         if args.command == "run":
             return cmd_run(experiments, args, rest)
+        if args.command in ("eval", "sample", "predict"):
+            return cmd_use(experiments, args, rest)
         return cmd_reproduce(experiments, args)
     except (UsageError, ConfigError) as error:
         print(f"kexue: error: {error}", file=sys.stderr)

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
@@ -76,3 +77,25 @@ def run(config: DigitsMLPConfig, ctx: RunContext) -> dict:
     ctx.report.figure(fig, "loss", "Training and test loss")
     return {"test_accuracy": final["accuracy"], "test_loss": final["loss"], "steps": int(state.step),
             "skipped_steps": int(state.skipped), "best_step": trainer.best_step, "history": history}
+
+
+def evaluate_run(run) -> dict:
+    """`kexue eval shared.digits_mlp --run DIR`: the restored model (best checkpoint by test accuracy, else
+    the newest) on the test split: accuracy, loss, per-class error and balanced error (their mean)."""
+    from shared.use import restore_model, write_outputs
+
+    trainer = build(run.config)
+    state = restore_model(trainer, run, best_metric="accuracy")
+    test = dict(zip(("image", "label"), data.digits("test")))
+    result = trainer.evaluate(test, run.config.eval_batch_size, state)
+    model = nnx.merge(trainer.graphdef, state.params, state.model_state)
+    predicted = np.asarray(model(test["image"])).argmax(-1)
+    per_class = [float(np.mean(predicted[test["label"] == c] != c)) for c in range(10)]
+    metrics = {"test_accuracy": result["accuracy"], "test_loss": result["loss"], "per_class_error": per_class,
+               "balanced_error": float(np.mean(per_class)), "step": int(state.step)}
+    write_outputs(run, "eval", metrics, [
+        f"# shared.digits_mlp: evaluation of {run.path} at step {int(state.step)}",
+        f"test accuracy {metrics['test_accuracy']:.4f} (target >= 0.95), test loss {metrics['test_loss']:.4f}, "
+        f"balanced error {metrics['balanced_error']:.4f}",
+        "per-class error: " + ", ".join(f"{c}: {e:.3f}" for c, e in enumerate(per_class))])
+    return metrics

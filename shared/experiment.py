@@ -119,18 +119,18 @@ def _hparam(value: Any) -> bool | int | float | str:
     return value if isinstance(value, (bool, int, float, str)) else " ".join(map(str, value))
 
 
-def lazy_run(target: str) -> Callable[[Any, RunContext], dict]:
-    """A run function named "module:function", imported on the first call (so that listing experiments
-    imports no model code, nor jax)."""
+def lazy_run(target: str) -> Callable[..., Any]:
+    """The function named "module:function", imported on the first call (so that listing experiments
+    imports no model code, nor jax); used for run functions and for the use hooks."""
     module_name, _, function_name = target.partition(":")
     if not module_name or not function_name:
         raise ValueError(f"lazy_run: target must be 'module:function', got {target!r}")
 
-    def run(config: Any, ctx: RunContext) -> dict:
-        return getattr(importlib.import_module(module_name), function_name)(config, ctx)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module_name), function_name)(*args, **kwargs)
 
-    run.__qualname__ = run.__name__ = f"lazy_run({target})"
-    return run
+    call.__qualname__ = call.__name__ = f"lazy_run({target})"
+    return call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +145,9 @@ class Experiment:
         minutes) and should hold `"full"` (the paper's scale).
       description: one line for `kexue list` and the reports index.
       reproduce: whether `kexue reproduce` runs it.
+      evaluate, sample, predict: what `kexue eval | sample | predict` call with the opened run directory
+        (`shared.use.RunDir`); each returns a JSON-able dict. None: the command is not offered.
+      models: the models the run trains (`--model`), the headline model first.
     """
 
     name: str
@@ -152,6 +155,10 @@ class Experiment:
     presets: Mapping[str, Any]
     description: str
     reproduce: bool = True
+    evaluate: Callable[[Any], dict] | None = None
+    sample: Callable[[Any], dict] | None = None
+    predict: Callable[[Any], dict] | None = None
+    models: tuple[str, ...] = ()
 
     def __post_init__(self):
         if "quick" not in self.presets:
