@@ -23,7 +23,8 @@ CI = (ROOT / ".ci" / "run").read_text()
 # `kexue run` options that take a value; any other option is treated as a switch, so new switches
 # (`--overwrite`, `--allow-config-change`, ...) need no change here.
 VALUE_OPTIONS = {"--preset", "--out", "--reports", "--coordinator", "--num-processes", "--process-id",
-                 "--config-file"}
+                 "--config-file", "--run", "--step", "--model", "--temperature", "--num", "--seed", "--input",
+                 "--bn-iterations"}
 
 
 def _blocks(text: str, language: str) -> list[str]:
@@ -63,11 +64,16 @@ def _check_kexue(command: str, experiments: dict) -> None:
         unknown = [pkg for pkg in only if not pkg.startswith("--") and pkg not in packages]
         assert not unknown, f"{command!r}: no package {unknown} (packages: {sorted(packages)})"
         return
-    assert sub == "run", f"{command!r}: unknown subcommand {sub!r}"
+    assert sub in ("run", "eval", "sample", "predict"), f"{command!r}: unknown subcommand {sub!r}"
     if not args:  # prose naming the subcommand (`kexue run`), not a command line
         return
     name, rest = args[0], args[1:]
     assert name in experiments, f"{command!r}: no experiment {name!r} (registered: {sorted(experiments)})"
+    if sub != "run":  # the use commands: the experiment must offer the command; predict takes free text
+        hook = getattr(experiments[name], "evaluate" if sub == "eval" else sub)
+        assert hook is not None, f"{command!r}: {name} offers no `kexue {sub}`"
+        if sub == "predict":
+            rest = [t for t in rest if t.startswith("--") or any(f"{o} {t}" in command for o in VALUE_OPTIONS)]
     preset, overrides, i = "quick", [], 0
     while i < len(rest):
         token = rest[i]
