@@ -70,9 +70,14 @@ def _regulariser_steps(method, steps=3):
     tx, penalty = digits.method_parts(method, STRONG)
     state = tx.init(params)
     before = [np.asarray(x, np.float64) for x in jax.tree.leaves(params)]
-    for _ in range(steps):
+
+    @jax.jit
+    def step(params, state):
         updates, state = tx.update(jax.grad(penalty)(params), state, params)
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(steps):
+        params, state = step(params, state)
     return before, [np.asarray(x, np.float64) for x in jax.tree.leaves(params)]
 
 
