@@ -165,10 +165,13 @@ def _raw_checkpoints(run_dir):
     """{checkpoint directory: the newest step's saved state as NumPy arrays} of a run (no model needed)."""
     import orbax.checkpoint as ocp
 
-    found = {}
+    found, one_device = {}, jax.sharding.SingleDeviceSharding(jax.devices()[0])
     for steps_dir in {p.parent.parent for p in run_dir.glob("checkpoints/**/[0-9]*/state")}:
         step = max(int(p.name) for p in steps_dir.iterdir() if p.name.isdigit())
-        found[str(steps_dir.relative_to(run_dir))] = ocp.StandardCheckpointer().restore(steps_dir / str(step) / "state")
+        path, checkpointer = steps_dir / str(step) / "state", ocp.StandardCheckpointer()
+        metadata = checkpointer.metadata(path).item_metadata  # shapes and dtypes, restored onto one device
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one_device), metadata)
+        found[str(steps_dir.relative_to(run_dir))] = jax.device_get(checkpointer.restore(path, target))
     return found
 
 
