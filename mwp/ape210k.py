@@ -19,8 +19,10 @@ import time
 
 import optax
 
+from mwp.configs import Ape210kConfig
 from mwp.data import load_ape210k
 from mwp.solver import answer_accuracy, encode, make_decoder, prepare
+from shared.experiment import RunContext
 
 # answer accuracy (%) of the post, valid / test
 PUBLISHED = {("base", 1): (71.67, 71.65), ("base", 2): (71.81, 72.27), ("base", 3): (71.85, 72.35),
@@ -86,7 +88,7 @@ def build_model(config, splits: dict, vocab_dir: str | pathlib.Path):
                         "missing": info["missing"]}
 
 
-def run_ape210k(config, ctx) -> dict:
+def run_ape210k(config: Ape210kConfig, ctx: RunContext) -> dict:
     """Fine-tunes on train, keeps the best epoch on valid (beam 1), reports beam 1/2/3 valid/test."""
     from shared import data, unilm
     from shared.trainer import Loop, Trainer
@@ -112,7 +114,9 @@ def run_ape210k(config, ctx) -> dict:
                 eval_every=steps_per_epoch, best_metric="valid_beam1")
     _, history = trainer.fit(data.ArraySource(arrays), loop, ctx=ctx, evaluate=valid_accuracy, config=config,
                              desc="ape210k")
-    best_state, best_epoch = trainer.best_state, trainer.best_step // steps_per_epoch
+    best_state, best_step = trainer.best_state, trainer.best_step
+    assert best_state is not None and best_step is not None  # best_metric keeps the best epoch's checkpoint
+    best_epoch = best_step // steps_per_epoch
     epochs = [{"epoch": h["step"] // steps_per_epoch, "valid_beam1": h["eval_valid_beam1"], "loss": h.get("loss")}
               for h in history if "eval_valid_beam1" in h]
 

@@ -32,9 +32,9 @@ from flax import nnx
 from nvae_jax.configs import Config
 from nvae_jax.layers import WNConv, power_iteration, warm_start_spectral
 from nvae_jax.model import NVAE
-from shared import hvae
-from shared import train as harness
+from shared import hvae, train as harness
 from shared.data import ArraySource
+from shared.experiment import RunContext
 from shared.trainer import Loop, Trainer
 
 __all__ = ["bn_penalty", "padded_buckets", "spectral_penalty", "make_optimizer", "nvae_loss", "make_trainer", "build",
@@ -63,7 +63,7 @@ def padded_buckets(shapes: list[tuple[int, int]], max_padding: float = 1.5) -> l
     distinct = list(dict.fromkeys(shapes))
     members = {s: [i for i, t in enumerate(shapes) if t == s] for s in distinct}
     # a bucket: [max rows, max cols, number of matrices, indices]
-    buckets = [[m, n, len(members[(m, n)]), members[(m, n)]] for m, n in distinct]
+    buckets: list[list[Any]] = [[m, n, len(members[(m, n)]), members[(m, n)]] for m, n in distinct]
     budget = max_padding * sum(m * n for m, n in shapes)
 
     def size(b):
@@ -165,7 +165,7 @@ def make_trainer(cfg: Config, total_steps: int, mesh=None) -> Trainer:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     model = NVAE(cfg, rngs=nnx.Rngs(cfg.seed))
     warm_start_spectral(model, 40)  # NVAE's long first power-iteration estimate
-    warm = max(1, int(round(total_steps * cfg.warmup_epochs / max(cfg.epochs, 1))))
+    warm = max(1, round(total_steps * cfg.warmup_epochs / max(cfg.epochs, 1)))
 
     def with_beta(step):
         def beta_step(state, batch):
@@ -185,9 +185,9 @@ def build(cfg: Config, total_steps: int, mesh=None):
     return trainer.graphdef, trainer.state, trainer.train_step
 
 
-def fit(cfg: Config, images, steps: int, *, ctx=None, checkpoint_dir: str | pathlib.Path | None = None,
-        resume: bool = False, checkpoint_every: int = 0, log_every: int = 25, desc: str = "nvae",
-        transform=None, mesh=None):
+def fit(cfg: Config, images, steps: int, *, ctx: RunContext | None = None,
+        checkpoint_dir: str | pathlib.Path | None = None, resume: bool = False, checkpoint_every: int = 0,
+        log_every: int = 25, desc: str = "nvae", transform=None, mesh=None):
     """Train `steps` steps on images [N,H,W,C] in [0, 1] (or a random-access source + `transform`).
 
     Runs `shared.trainer.Trainer.fit` (checkpoints under `checkpoint_dir` every `checkpoint_every`

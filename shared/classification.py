@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from shared.experiment import RunContext
 from shared.models import ResNet18, cifar_resnet
 from shared.trainer import Loop, Trainer
 
@@ -45,8 +46,8 @@ def classification_sums(model: nnx.Module, batch: dict, preprocess: Callable = l
     return {"loss": (losses * batch["weight"]).sum(), "accuracy": (correct * batch["weight"]).sum()}
 
 
-def train_and_evaluate(model: nnx.Module, tx: optax.GradientTransformation, loss: Callable, *, config, ctx,
-                       train_source, eval_sets: dict, num_steps: int, name: str) -> dict:
+def train_and_evaluate(model: nnx.Module, tx: optax.GradientTransformation, loss: Callable, *, config,
+                       ctx: RunContext, train_source, eval_sets: dict, num_steps: int, name: str) -> dict:
     """Trains `model` with `loss(model, batch, rng) -> (scalar, metrics)` through `shared.trainer`
     (checkpointed under `ctx.checkpoint_dir / name`, resumable), then evaluates on every set.
 

@@ -34,7 +34,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import grain
 import jax
@@ -46,7 +46,7 @@ from tqdm import auto as tqdm_auto
 
 from shared import data, host_malloc, train
 from shared.checkpoint import Checkpointer, abstract_like
-from shared.experiment import Preempted
+from shared.experiment import Preempted, RunContext
 from shared.overrides import ConfigError
 
 __all__ = ["Loop", "Trainer", "check_global_batch"]
@@ -185,7 +185,8 @@ class Trainer:
         self.data_wait: float | None = None  # the last logged window's share of time waiting for data
 
     # ------------------------------------------------------------------------------------- data
-    def dataset(self, source: Sequence, loop: Loop, transform=None, random_transform=None) -> grain.MapDataset:
+    def dataset(self, source: Sequence, loop: Loop, transform: Callable[[data.Example], data.Example] | None = None,
+                random_transform: data.RandomTransform | None = None) -> grain.MapDataset:
         """The training `MapDataset` whose item s is this process's share of step s's global batch."""
         local = check_global_batch(loop.batch_size, loop.batch_field, self.mesh.size)
         return data.make_dataset(source, batch_size=local, seed=loop.seed, process_index=jax.process_index(),
@@ -225,7 +226,8 @@ class Trainer:
         return {k: float(v) / count for k, v in totals.items()}
 
     # ------------------------------------------------------------------------------------ state
-    def restore(self, directory: pathlib.Path | str, step: int | str | None = None, *, best_metric: str | None = None,
+    def restore(self, directory: pathlib.Path | str, step: int | Literal["best"] | None = None, *,
+                best_metric: str | None = None,
                 best_mode: str = "max") -> train.TrainState:
         """A checkpointed state of this trainer's model, onto its shardings.
 
@@ -248,10 +250,11 @@ class Trainer:
         return restored.state
 
     # ------------------------------------------------------------------------------------- loop
-    def fit(self, source: Sequence, loop: Loop, *, ctx=None, name: str = "",
+    def fit(self, source: Sequence, loop: Loop, *, ctx: RunContext | None = None, name: str = "",
             checkpoint_dir: pathlib.Path | str | None = None, resume: bool | None = None,
             evaluate: Callable[[train.TrainState], Mapping[str, float]] | None = None,
-            transform=None, random_transform=None, config: Any = None,
+            transform: Callable[[data.Example], data.Example] | None = None,
+            random_transform: data.RandomTransform | None = None, config: Any = None,
             desc: str | None = None) -> tuple[train.TrainState, list[dict]]:
         """Trains `self.state` for `loop.num_steps` steps on `source`; returns (final state, history).
 
@@ -283,14 +286,16 @@ class Trainer:
                                        random_transform, config, desc)
             if checkpointer is not None and loop.best_metric is not None:
                 self.best_step = checkpointer.best_step()
-                self.best_state = (checkpointer.restore(abstract_like(state, self.sharding), self.best_step).state
-                                   if self.best_step is not None else None)
+                best = (checkpointer.restore(abstract_like(state, self.sharding), self.best_step)
+                        if self.best_step is not None else None)
+                self.best_state = None if best is None else best.state
         finally:
             if checkpointer is not None:
                 checkpointer.close()
         return state, history
 
-    def _run(self, source, loop, ctx, checkpointer, resume, evaluate, transform, random_transform, config, desc):
+    def _run(self, source, loop, ctx: RunContext | None, checkpointer, resume, evaluate, transform, random_transform,
+             config, desc):
         state, history, window_state = self.state, [], None
         if resume:
             if checkpointer is None:

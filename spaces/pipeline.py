@@ -13,6 +13,7 @@ import dataclasses
 import pathlib
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -21,6 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from shared.experiment import RunContext
 from shared.train import TrainState
 from spaces.configs import PipelineConfig
 from spaces.data import Document, document_clauses, load_cail2020, split_clauses
@@ -51,7 +53,8 @@ def label_documents(docs: list[Document], max_clauses: int,
 
 # ------------------------------------------------------------------------------------------ extractor
 def train_extractor(config: PipelineConfig, inputs: np.ndarray, clause_mask: np.ndarray, labels: np.ndarray,
-                    fold_masks: np.ndarray, ctx=None, vocab_size: int | None = None) -> tuple[callable, list[dict]]:
+                    fold_masks: np.ndarray, ctx: RunContext | None = None,
+                    vocab_size: int | None = None) -> tuple[Callable[..., Any], list[dict]]:
     """Trains `folds` extractors at once (vmapped step); returns (predict, history).
 
     inputs: clause token ids int [D, N, L] (trainable encoder, needs `vocab_size`) or precomputed clause
@@ -138,7 +141,7 @@ def build_generator(config: PipelineConfig, vocab, seed: int, char_vocab=None):
 
 
 def train_generator(config: PipelineConfig, model, arrays: dict[str, np.ndarray], *, sparse_k: int,
-                    copy_weight: float, name: str, ctx=None):
+                    copy_weight: float, name: str, ctx: RunContext | None = None):
     """Trains a generator through `shared.trainer` (data-parallel mesh, batches indexed by step, checkpoints
     under `ctx.checkpoint_dir / name`, exact `--resume`); returns (graphdef, EMA weights to decode with,
     history).
@@ -180,6 +183,7 @@ def train_generator(config: PipelineConfig, model, arrays: dict[str, np.ndarray]
     draw = make_train_transform(pad_id=model.lm.config.pad_id, noise=config.noise,
                                 oracle_fraction=config.oracle_fraction)
     state, history = trainer.fit(source, loop, ctx=ctx, name=name, config=config, desc=name, random_transform=draw)
+    assert isinstance(state, GeneratorState)  # extend_state=add_ema
     return trainer.graphdef, (state.ema, state.model_state), history
 
 
@@ -214,7 +218,7 @@ def _load(config: PipelineConfig) -> tuple[list[Document], list[Document]]:
     return docs[:config.n_train], docs[config.n_train:]
 
 
-def run_pipeline(config: PipelineConfig, ctx) -> dict:
+def run_pipeline(config: PipelineConfig, ctx: RunContext) -> dict:
     """Oracle, extract-only and extract-then-generate (per variant, with / without copy decoding)."""
     from spaces.extractor import encode_clauses, kfold_masks, select_clauses
     from spaces.generator_data import encode_generator_examples
