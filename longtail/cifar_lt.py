@@ -28,6 +28,7 @@ from longtail.configs import CifarLTConfig
 from longtail.methods import make_loss
 from shared import cifar_files, data, train
 from shared.augment import random_crop_flip
+from shared.experiment import RunContext
 from shared.losses import posthoc_logit_adjustment
 from shared.models import cifar_resnet, la_resnet32
 from shared.trainer import Loop, Trainer
@@ -176,7 +177,64 @@ def predict(graphdef, state, images: np.ndarray, batch_size: int, scaling: str) 
     return train.map_fixed_batches(lambda x: forward(state.params, state.model_state, x), (images,), batch_size)
 
 
-def run(config: CifarLTConfig, ctx) -> dict:
+def score(config: CifarLTConfig, logits: dict[str, np.ndarray], y_test: np.ndarray, counts: np.ndarray):
+    """Balanced, per-class and head/middle/tail errors of every method's test logits [N, K], plus post-hoc
+    adjustment of ERM with τ = `config.tau` and with τ tuned on `holdout_fraction` of the test set.
+
+    Returns ({"balanced_error", "per_class_error", "groups": {method: ...}, "tuned_tau"}, (held, rest, τ));
+    every error is measured on the test examples not held out for tuning (`rest`).
+    """
+    held, rest = metrics.holdout_split(y_test, config.holdout_fraction, seed=config.seed)
+    prior = jnp.asarray(counts / counts.sum(), jnp.float32)
+    logits = dict(logits)
+    if "erm" in logits:
+        tau, _ = metrics.tune_posthoc_tau(logits["erm"][held], y_test[held], prior)
+        logits["posthoc"] = np.asarray(posthoc_logit_adjustment(logits["erm"], prior, config.tau))
+        logits["posthoc_tuned"] = np.asarray(posthoc_logit_adjustment(logits["erm"], prior, tau))
+    else:
+        tau = None
+    result = {"balanced_error": {}, "per_class_error": {}, "groups": {}, "tuned_tau": tau}
+    groups = metrics.class_groups(counts)
+    for method, z in logits.items():
+        per_class = np.asarray(metrics.per_class_error(z[rest].argmax(-1), y_test[rest], config.num_classes))
+        result["balanced_error"][method] = float(np.nanmean(per_class))
+        result["per_class_error"][method] = per_class.tolist()
+        result["groups"][method] = metrics.group_errors(per_class, groups)
+    return result, (held, rest, tau)
+
+
+def evaluate_run(run) -> dict:
+    """`kexue eval longtail.cifar_lt --run DIR`: every trained method restored (or `--model METHOD`), its test
+    logits scored as the run scores them (`score`); writes eval.json and eval.md."""
+    from shared.overrides import UsageError
+    from shared.use import restore_model, write_outputs
+
+    config = run.config
+    x_train, y_train, counts = long_tailed_train(config)
+    x_test, y_test = load_split(config, "test")
+    per_epoch, _ = num_steps(config, len(y_train))
+    if run.model is not None and run.model not in config.methods:
+        raise UsageError(f"--model {run.model!r}: the run trained {', '.join(config.methods)}")
+    methods = [run.model] if run.model is not None else list(config.methods)
+    logits, steps = {}, {}
+    for method in methods:
+        trainer = build(config, method, counts, per_epoch)
+        state = restore_model(trainer, run, method)
+        steps[method] = int(state.step)
+        logits[method] = predict(trainer.graphdef, state, x_test, config.eval_batch_size, config.input_scaling)
+    result, _ = score(config, logits, y_test, counts)
+    result["step"] = steps
+    published = PUBLISHED[config.dataset]
+    write_outputs(run, "eval", result, [
+        f"# longtail.cifar_lt: evaluation of {run.path} (steps {steps})",
+        "| method | balanced error % | head % | middle % | tail % | Table 3 % |\n|---|---|---|---|---|---|\n"
+        + "\n".join(f"| {m} | {100 * result['balanced_error'][m]:.2f} | {100 * result['groups'][m]['head']:.2f} | "
+                    f"{100 * result['groups'][m]['middle']:.2f} | {100 * result['groups'][m]['tail']:.2f} | "
+                    f"{published.get(m, '—')} |" for m in result["balanced_error"])])
+    return result
+
+
+def run(config: CifarLTConfig, ctx: RunContext) -> dict:
     """Trains every method, evaluates balanced / per-class / group errors, compares with Table 3."""
     x_train, y_train, counts = long_tailed_train(config)
     x_test, y_test = load_split(config, "test")
@@ -184,9 +242,6 @@ def run(config: CifarLTConfig, ctx) -> dict:
     source = data.ArraySource({"image": x_train, "label": y_train})
     loop = Loop(num_steps=total, batch_size=config.batch_size, seed=config.seed, log_every=config.log_every,
                 checkpoint_every=config.checkpoint_every)
-    held, rest = metrics.holdout_split(y_test, config.holdout_fraction, seed=config.seed)
-    prior = jnp.asarray(counts / counts.sum(), jnp.float32)
-    groups = metrics.class_groups(counts)
     logits, seconds = {}, {}
     for method in config.methods:
         trainer = build(config, method, counts, per_epoch)
@@ -194,16 +249,8 @@ def run(config: CifarLTConfig, ctx) -> dict:
         state, _ = trainer.fit(source, loop, ctx=ctx, name=method, config=config, desc=f"cifar_lt/{method}")
         seconds[method] = time.perf_counter() - start
         logits[method] = predict(trainer.graphdef, state, x_test, config.eval_batch_size, config.input_scaling)
-    tau, tau_errors = metrics.tune_posthoc_tau(logits["erm"][held], y_test[held], prior)
-    logits["posthoc"] = np.asarray(posthoc_logit_adjustment(logits["erm"], prior, config.tau))
-    logits["posthoc_tuned"] = np.asarray(posthoc_logit_adjustment(logits["erm"], prior, tau))
-
-    result = {"balanced_error": {}, "groups": {}, "tuned_tau": tau, "train_seconds": seconds,
-              "steps": total, "num_train": int(len(y_train)), "train_counts": counts.tolist()}
-    for method, z in logits.items():
-        per_class = np.asarray(metrics.per_class_error(z[rest].argmax(-1), y_test[rest], config.num_classes))
-        result["balanced_error"][method] = float(np.nanmean(per_class))
-        result["groups"][method] = metrics.group_errors(per_class, groups)
+    result, (held, rest, tau) = score(config, logits, y_test, counts)
+    result.update(train_seconds=seconds, steps=total, num_train=int(len(y_train)), train_counts=counts.tolist())
 
     published = PUBLISHED[config.dataset]
     ctx.report.text(
@@ -220,4 +267,4 @@ def run(config: CifarLTConfig, ctx) -> dict:
 
 
 __all__ = ["PUBLISHED", "load_split", "long_tailed_train", "normalise", "make_model", "learning_rate_schedule",
-           "decay_mask", "optimizer", "num_steps", "build", "predict", "run"]
+           "decay_mask", "optimizer", "num_steps", "build", "predict", "score", "evaluate_run", "run"]

@@ -21,5 +21,5 @@ EXPERIMENTS: dict[str, Experiment] = {
         {"quick": configs.CIFAR_QUICK, "full": configs.CIFAR10_FULL, "cifar100": configs.CIFAR100_FULL},
         "CIFAR-10/100-LT (ρ = 100), the official code's ResNet-32 and schedule (1241 / 1419 epochs; Menon et al. "
         "Table 3); quick = mock-data smoke run",
-        reproduce=False),
+        reproduce=False, evaluate=lazy_run("longtail.cifar_lt:evaluate_run")),
 }

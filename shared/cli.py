@@ -365,7 +365,7 @@ def cmd_use(experiments: Mapping[str, Experiment], args: argparse.Namespace, res
         offered = [n for n in experiments if getattr(experiments[n], "evaluate" if args.command == "eval"
                                                           else args.command) is not None]
         raise UsageError(f"{args.name} offers no `kexue {args.command}`; experiments that do: {', '.join(offered)}")
-    if args.model is not None and args.model not in experiment.models:
+    if args.model is not None and experiment.models and args.model not in experiment.models:
         raise UsageError(f"--model {args.model!r}: {args.name} trains {', '.join(experiment.models) or 'one model'}")
     options = {k: v for k, v in vars(args).items()
                if k not in ("command", "name", "run", "step", "model", "preset")}
