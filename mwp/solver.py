@@ -18,8 +18,10 @@ import numpy as np
 import optax
 from flax import nnx
 
+from mwp.configs import SyntheticConfig
 from mwp.expressions import ExpressionError, answers_equal, normalize_problem
 from mwp.tokenizer import CharTokenizer, fill_slots, number_slots
+from shared.experiment import RunContext
 
 
 def prepare(records: Sequence[dict], number_slot: bool) -> list[dict]:
@@ -161,7 +163,7 @@ def beam_accuracies(graphdef, state, splits: dict, tok, config) -> tuple[dict[st
 VOCAB_FILE = "vocab.txt"  # the run directory's tokeniser vocabulary (one token per line), for kexue predict
 
 
-def run_synthetic(config, ctx) -> dict:
+def run_synthetic(config: SyntheticConfig, ctx: RunContext) -> dict:
     """mwp.synthetic_solver: tiny UniLM from scratch on synthetic Ape210K-format problems."""
     from mwp import synthetic
     from shared import data

@@ -15,8 +15,7 @@ import json
 import pathlib
 
 from mwp.expressions import ExpressionError, safe_eval
-from mwp.solver import (VOCAB_FILE, beam_accuracies, encode_sources, make_decoder, synthetic_splits,
-                        synthetic_trainer)
+from mwp.solver import VOCAB_FILE, beam_accuracies, encode_sources, make_decoder, synthetic_splits, synthetic_trainer
 from mwp.submission import format_answer
 from mwp.tokenizer import CharTokenizer, fill_slots, number_slots
 from shared.overrides import UsageError
@@ -44,7 +43,8 @@ def evaluate_run(run: RunDir) -> dict:
     lines = [f"# {run.experiment}: evaluation of {run.path} at step {int(state.step)}"]
     lines += [f"beam {b}: valid {results[f'valid_beam{b}']:.4f}, test {results[f'test_beam{b}']:.4f}"
               for b in run.config.beams]
-    lines.append("Goal: >= 0.90 test answer accuracy (synthetic data; the post's Ape210K numbers are in mwp/README.md).")
+    lines.append("Goal: >= 0.90 test answer accuracy (synthetic data; the post's Ape210K numbers are in "
+                 "mwp/README.md).")
     write_outputs(run, "eval", metrics, lines)
     return metrics
 

@@ -9,7 +9,8 @@ def _experiments():
     exps = {"digits": Experiment("nvae_jax.digits", lazy_run("nvae_jax.digits:run_digits"),
                                  {"quick": configs.DIGITS, "full": configs.DIGITS},
                                  "2-scale NVAE on binarised 16x16 digits vs a 1-group VAE (IW test NLL, nats)",
-                                 evaluate=lazy_run("nvae_jax.use:evaluate_run"), sample=lazy_run("nvae_jax.use:sample_run"),
+                                 evaluate=lazy_run("nvae_jax.use:evaluate_run"),
+                                 sample=lazy_run("nvae_jax.use:sample_run"),
                                  models=("nvae", "vae_1group"))}
     for name, cfg, what in (("mnist", configs.MNIST, "binarised MNIST, 78.01 nats"),
                             ("cifar10", configs.CIFAR10, "CIFAR-10, 2.91 bits/dim"),

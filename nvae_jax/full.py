@@ -17,6 +17,7 @@ import numpy as np
 from nvae_jax import evaluate, train
 from nvae_jax.configs import Config
 from shared.data import tfds_source
+from shared.experiment import RunContext
 
 TFDS_NAMES = {"mnist": "mnist", "cifar10": "cifar10", "celeba64": "celeb_a"}
 PUBLISHED = {"mnist": ("nats", 78.01), "cifar10": ("bits/dim", 2.91), "celeba64": ("bits/dim", 2.03)}
@@ -52,7 +53,7 @@ def load_test_images(config: Config) -> np.ndarray:
     return preprocess(config, _batch(test_src, np.arange(n)), binarize=True)
 
 
-def run_full(config: Config, ctx) -> dict:
+def run_full(config: Config, ctx: RunContext) -> dict:
     """Train `config` on its TFDS dataset, then report the IW test NLL beside the paper's number."""
     if config.mock_data > 0:
         import tensorflow_datasets as tfds
@@ -62,7 +63,7 @@ def run_full(config: Config, ctx) -> dict:
     return _run_full(config, ctx)
 
 
-def _run_full(config: Config, ctx) -> dict:
+def _run_full(config: Config, ctx: RunContext) -> dict:
     t0 = time.time()
     name = TFDS_NAMES[config.dataset]
     data_dir = config.data_dir or None

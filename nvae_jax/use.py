@@ -50,7 +50,7 @@ def _restored(run: RunDir):
     """(trainer, restored state) of the run's `--model`; the schedule length does not shape the state."""
     config = _model_config(run)
     trainer = train.make_trainer(config, max(config.train_steps, 2))
-    state = restore_model(trainer, run, run.model if run.config.dataset == "digits" else "")
+    state = restore_model(trainer, run, (run.model or "") if run.config.dataset == "digits" else "")
     return trainer, state
 
 
@@ -100,8 +100,8 @@ def sample_run(run: RunDir) -> dict:
     stem = f"samples_t{t:g}"
     np.save(run.path / f"{stem}.npy", images.astype(np.float32))
     evaluate.save_grid(images, str(run.path / f"{stem}.png"))
-    out = {"samples": str(run.path / f"{stem}.png"), "array": str(run.path / f"{stem}.npy"), "shape": list(images.shape),
-           "temperature": t, "readjust_bn": bool(options["readjust_bn"]), "step": step}
+    out = {"samples": str(run.path / f"{stem}.png"), "array": str(run.path / f"{stem}.npy"),
+           "shape": list(images.shape), "temperature": t, "readjust_bn": bool(options["readjust_bn"]), "step": step}
     if options.get("reconstruct"):
         test = jnp.asarray(_test_images(_model_config(run))[:16])
         recon = evaluate.reconstruct(model, test, jax.random.fold_in(key, 2))

@@ -211,7 +211,7 @@ def main(argv=None) -> int:
         shutil.rmtree(copy, ignore_errors=True)
     caught = sum(r[1] == "caught" for r in rows)
     applicable = sum(r[1] in ("caught", "SURVIVED", "timeout") for r in rows)
-    print(f"\n| mutant | module | result | seconds |\n|---|---|---|---|")
+    print("\n| mutant | module | result | seconds |\n|---|---|---|---|")
     for m, result, secs in rows:
         print(f"| {m.name} | {m.path} | {result} | {secs:.0f} |")
     print(f"\n{caught} of {applicable} applicable mutants caught "

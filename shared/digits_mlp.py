@@ -13,17 +13,17 @@ import jax
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from flax import nnx  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+from flax import nnx
 
-from shared import data  # noqa: E402
-from shared.classification import classification_sums  # noqa: E402
-from shared.configs import DigitsMLPConfig  # noqa: E402
-from shared.experiment import RunContext  # noqa: E402
-from shared.models import MLP  # noqa: E402
-from shared.trainer import Loop, Trainer  # noqa: E402
+from shared import data
+from shared.classification import classification_sums
+from shared.configs import DigitsMLPConfig
+from shared.experiment import RunContext
+from shared.models import MLP
+from shared.trainer import Loop, Trainer
 
 
 def cross_entropy(model: nnx.Module, batch: dict, rng: jax.Array):
@@ -73,7 +73,9 @@ def run(config: DigitsMLPConfig, ctx: RunContext) -> dict:
     ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train loss")
     evals = [h for h in history if "eval_loss" in h]
     ax.plot([h["step"] for h in evals], [h["eval_loss"] for h in evals], "o-", label="test loss")
-    ax.set_xlabel("step"), ax.set_yscale("log"), ax.legend()
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.legend()
     ctx.report.figure(fig, "loss", "Training and test loss")
     return {"test_accuracy": final["accuracy"], "test_loss": final["loss"], "steps": int(state.step),
             "skipped_steps": int(state.skipped), "best_step": trainer.best_step, "history": history}

@@ -83,7 +83,7 @@ class RunContext:
             self.writer.add_scalar(f"{prefix}{key}", float(value), int(step))
 
     def progress(self, iterable: Iterable[T] | None = None, *, total: int | None = None,
-                 desc: str = "", initial: int = 0):
+                 desc: str = "", initial: int = 0) -> Any:
         """A tqdm bar (`tqdm.auto`: a widget in notebooks; shows ETA; callers `set_postfix(loss=...)`
         at logging points)."""
         from tqdm import auto as tqdm_auto

@@ -15,9 +15,7 @@ import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from jax.test_util import check_grads
 
-from shared import losses as L
-from shared import sparse_softmax as S
-from shared import transforms as T
+from shared import losses as L, sparse_softmax as S, transforms as T
 from shared.sparse_softmax import sparse_softmax, sparse_softmax_cross_entropy
 
 B, K = 16, 6
@@ -194,7 +192,8 @@ def test_loss_stability_extreme_logits(name, dtype):
 
 def _mlp_problem(batch=B):
     k = jax.random.split(jax.random.PRNGKey(3), 3)
-    params = {"w1": 0.5 * jax.random.normal(k[0], (4, 8)), "b1": jnp.zeros(8), "w2": 0.5 * jax.random.normal(k[1], (8, 3))}
+    params = {"w1": 0.5 * jax.random.normal(k[0], (4, 8)), "b1": jnp.zeros(8),
+              "w2": 0.5 * jax.random.normal(k[1], (8, 3))}
     x = jax.random.normal(k[2], (batch, 4))
     y = jnp.arange(batch) % 3
 
@@ -210,7 +209,8 @@ TRANSFORMS = {
     "add_decoupled_weissi+adam": lambda: optax.chain(
         optax.scale_by_adam(), T.add_decoupled_weissi(1e-2), optax.scale_by_learning_rate(1e-2)
     ),
-    "flooding+add_decoupled_weissi+sgd": lambda: optax.chain(T.flooding(0.3), T.add_decoupled_weissi(1e-2), optax.sgd(0.1)),
+    "flooding+add_decoupled_weissi+sgd": lambda: optax.chain(T.flooding(0.3), T.add_decoupled_weissi(1e-2),
+                                                             optax.sgd(0.1)),
 }
 
 
