@@ -270,7 +270,10 @@ def test_gradient_norm_penalty_conformance(devices):
     # bf16 inputs
     pb = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
     bv, bg = jax.jit(fn)(pb, x.astype(jnp.bfloat16), y)
-    assert bool(jnp.isfinite(bv)) and all(bool(jnp.isfinite(a.astype(jnp.float32)).all()) for a in jax.tree.leaves(bg))
+    pr = jax.tree.map(lambda a: a.astype(jnp.float32), pb)
+    rv, rg = jax.jit(fn)(pr, x.astype(jnp.bfloat16).astype(jnp.float32), y)
+    _bf16_close(bv, rv)  # against float32 on the same rounded inputs (measured ≤ 0.6 ε)
+    jax.tree.map(_bf16_close, bg, rg)
     # sharded batch
     mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,), devices=devices)
     xs = jax.device_put(x, NamedSharding(mesh, P("data", None)))
