@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -193,7 +194,7 @@ def score(config: CifarLTConfig, logits: dict[str, np.ndarray], y_test: np.ndarr
         logits["posthoc_tuned"] = np.asarray(posthoc_logit_adjustment(logits["erm"], prior, tau))
     else:
         tau = None
-    result = {"balanced_error": {}, "per_class_error": {}, "groups": {}, "tuned_tau": tau}
+    result: dict[str, Any] = {"balanced_error": {}, "per_class_error": {}, "groups": {}, "tuned_tau": tau}
     groups = metrics.class_groups(counts)
     for method, z in logits.items():
         per_class = np.asarray(metrics.per_class_error(z[rest].argmax(-1), y_test[rest], config.num_classes))
@@ -210,7 +211,7 @@ def evaluate_run(run) -> dict:
     from shared.use import restore_model, write_outputs
 
     config = run.config
-    x_train, y_train, counts = long_tailed_train(config)
+    _x_train, y_train, counts = long_tailed_train(config)
     x_test, y_test = load_split(config, "test")
     per_epoch, _ = num_steps(config, len(y_train))
     if run.model is not None and run.model not in config.methods:
@@ -250,7 +251,7 @@ def run(config: CifarLTConfig, ctx: RunContext) -> dict:
         seconds[method] = time.perf_counter() - start
         logits[method] = predict(trainer.graphdef, state, x_test, config.eval_batch_size, config.input_scaling)
     result, (held, rest, tau) = score(config, logits, y_test, counts)
-    result.update(train_seconds=seconds, steps=total, num_train=int(len(y_train)), train_counts=counts.tolist())
+    result.update(train_seconds=seconds, steps=total, num_train=len(y_train), train_counts=counts.tolist())
 
     published = PUBLISHED[config.dataset]
     ctx.report.text(

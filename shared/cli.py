@@ -13,7 +13,6 @@ the valid keys.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import inspect
 import itertools
@@ -175,7 +174,7 @@ def _init_distributed(coordinator: str | None, num_processes: int | None, proces
     if any(given) and not all(given):
         raise UsageError("multi-host runs need all three of --coordinator HOST:PORT, --num-processes N and "
                          "--process-id I")
-    if all(given) and not 0 <= process_id < num_processes:
+    if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
         raise UsageError(f"--process-id {process_id} is outside [0, {num_processes})")
     import jax
 
@@ -190,7 +189,7 @@ def _init_distributed(coordinator: str | None, num_processes: int | None, proces
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UsageError(f"could not start the multi-host run that the {cluster} environment describes: "
                              f"{first_line}") from None
-    if all(given):
+    if coordinator is not None and num_processes is not None and process_id is not None:
         if process_id != 0:  # jax aborts the process (no Python error) when the coordinator never answers
             _wait_for_coordinator(coordinator, process_id, num_processes)
         try:
@@ -310,7 +309,8 @@ def cmd_run(experiments: Mapping[str, Experiment], args: argparse.Namespace, res
         config = load_config_file(args.config_file, config, experiment.name)
     config = apply_overrides(config, rest)
     _init_distributed(args.coordinator, args.num_processes, args.process_id)
-    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.reports) / experiment.package / experiment.short_name
+    out = (pathlib.Path(args.out) if args.out
+           else pathlib.Path(args.reports) / experiment.package / experiment.short_name)
     metrics, elapsed = run_experiment(experiment, config, out, resume=args.resume, overwrite=args.overwrite,
                                       allow_config_change=args.allow_config_change, preset=args.preset)
     print(f"[kexue] {experiment.name}: {_headline(metrics)} ({elapsed:.1f} s) -> {out / 'report.md'}")
@@ -336,7 +336,7 @@ def cmd_reproduce(experiments: Mapping[str, Experiment], args: argparse.Namespac
         if _has_checkpoints(out) and not (args.resume or args.overwrite):
             raise UsageError(f"{out / 'checkpoints'} holds checkpoints of an earlier run. Pass --resume to continue "
                              "the reproduction, or --overwrite to delete them and start afresh")
-    timings = []
+    timings: list[dict[str, Any]] = []
     for exp in chosen:
         out = pathlib.Path(args.reports) / exp.package / exp.short_name
         print(f"[kexue] {exp.name} ({preset}) ...", flush=True)
@@ -404,8 +404,14 @@ def _split_predict_args(rest: list[str], options: dict) -> list[str]:
     return overrides
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kexue", description="kexue-jax experiments")
+class KexueParser(argparse.ArgumentParser):
+    """The `kexue` parser; `run_parser` is its `run` subcommand's (for `kexue run NAME --help`)."""
+
+    run_parser: argparse.ArgumentParser
+
+
+def build_parser() -> KexueParser:
+    parser = KexueParser(prog="kexue", description="kexue-jax experiments")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the registered experiments")
     run = sub.add_parser("run", help="run one experiment (overrides: --config.KEY VALUE)", add_help=False,
@@ -427,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--coordinator", default=None, help="multi-host: HOST:PORT of process 0")
     run.add_argument("--num-processes", type=int, default=None)
     run.add_argument("--process-id", type=int, default=None)
-    for command, what in (("eval", "re-run an experiment's evaluation on a run's checkpoint (writes eval.json, eval.md)"),
+    for command, what in (("eval", "re-run an experiment's evaluation on a run's checkpoint "
+                                   "(writes eval.json, eval.md)"),
                           ("sample", "draw samples from a run's generative model (NVAE)"),
                           ("predict", "apply a run's model to new inputs (mwp: questions or --input FILE.jsonl)")):
         use = sub.add_parser(command, help=what)
@@ -444,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
             use.add_argument("--bn-iterations", type=int, default=500,
                              help="sampling passes of --readjust-bn (the official code's 500)")
             use.add_argument("--seed", type=int, default=0)
-            use.add_argument("--reconstruct", action="store_true", help="also a grid of test images and reconstructions")
+            use.add_argument("--reconstruct", action="store_true",
+                             help="also a grid of test images and reconstructions")
         if command == "predict":
             use.add_argument("--input", default=None, metavar="FILE", help="a JSON-lines file of inputs")
     rep = sub.add_parser("reproduce", help="run every package's headline experiments")
