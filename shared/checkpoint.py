@@ -21,9 +21,17 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from shared.overrides import ConfigError
 from shared.report import to_jsonable
 
 log = logging.getLogger(__name__)
+# Orbax's messages when a checkpoint holds another parameter tree or other shapes than the target
+MISMATCH_SIGNS = ("tree structures do not match", "is not compatible with the stored shape")
+
+
+class CheckpointMismatch(ConfigError):
+    """A readable checkpoint of another model (parameter tree or shapes): refused, never skipped, since
+    every older step of the same run would be refused too and a fresh start would hide the mistake."""
 
 
 class _DropUnscoredSaveWarning(logging.Filter):
@@ -129,12 +137,22 @@ class Checkpointer:
         for candidate in steps:
             try:
                 return self._restore_step(candidate, abstract_state)
+            except ValueError as error:
+                if any(sign in str(error) for sign in MISMATCH_SIGNS):  # another model: older steps are too
+                    raise CheckpointMismatch(
+                        f"the checkpoint {self.directory / str(candidate)} was written for another model or config "
+                        f"(its parameter tree or shapes differ: {str(error).strip().splitlines()[0][:200]}); "
+                        "train into a new directory, or --overwrite") from None
+                self._report_unreadable(candidate, error)
             except Exception as error:  # a damaged checkpoint must not end the run: try an older one
-                message = (f"checkpoint {self.directory / str(candidate)} is unreadable "
-                           f"({type(error).__name__}: {error}); trying an older step")
-                log.warning(message)
-                print(f"[kexue] {message}", flush=True)
+                self._report_unreadable(candidate, error)
         return None
+
+    def _report_unreadable(self, step: int, error: Exception) -> None:
+        message = (f"checkpoint {self.directory / str(step)} is unreadable "
+                   f"({type(error).__name__}: {error}); trying an older step")
+        log.warning(message)
+        print(f"[kexue] {message}", flush=True)
 
     def _restore_step(self, step: int, abstract_state: Any) -> Restored:
         items = {"state": ocp.args.StandardRestore(abstract_state)}

@@ -177,3 +177,14 @@ def test_eight_devices_match_one_through_the_trainer(devices):
         runs.append((jax.device_get(state.params), [h["loss"] for h in history]))
     chex.assert_trees_all_close(runs[0][0], runs[1][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=1e-5)
+
+
+def test_resuming_another_models_checkpoint_is_refused_not_skipped(tmp_path):
+    """Fails if a checkpoint of another parameter tree is treated as damaged (then --resume would quietly
+    start afresh, and eval would say there is no checkpoint)."""
+    from shared.checkpoint import CheckpointMismatch
+
+    _trainer().fit(SOURCE, Loop(num_steps=5, batch_size=32, log_every=5), checkpoint_dir=tmp_path)
+    other = Trainer(MLP((64, 16, 10), rngs=nnx.Rngs(0)), optax.adam(1e-3), cross_entropy, seed=0)
+    with pytest.raises(CheckpointMismatch, match="written for another model or config"):
+        other.fit(SOURCE, Loop(num_steps=10, batch_size=32, log_every=5), checkpoint_dir=tmp_path, resume=True)
