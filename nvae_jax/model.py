@@ -150,6 +150,60 @@ class PairedFlow(nnx.Module):
         return z, ld1 + ld2
 
 
+class LatentGroup(nnx.Module):
+    """One latent group of the top-down pass: decoder cells, prior, posterior, combiners and flows.
+
+    h [B, H, W, C] → DecCells → prior p(z) = N(params of 1×1(ELU(h))) ([B, H, W, 2L] split in μ, log σ; the
+    top group's prior is N(0, I) and it has no cells); with an encoder feature e, the residual posterior
+    offsets come from 3×3(ELU(e)) at the top group and from 3×3(e + 1×1(h)) below it (NVAE Eq. 2), and
+    posterior samples pass the `flows` (paired autoregressive cells); the new state is 1×1([h, z]).
+    The distribution and bound maths are `shared.hvae.latent_group_step`'s. Parameters: `cells`,
+    `prior`, `comb_enc` (None at the top group), `posterior`, `comb_dec`, `flows`.
+    """
+
+    def __init__(self, c: int, latent: int, *, top: bool, num_cells: int, use_se: bool, dtype, rngs: nnx.Rngs):
+        self.latent = latent
+        self.cells = nnx.List([] if top else [DecCell(c, use_se=use_se, dtype=dtype, rngs=rngs)
+                                              for _ in range(num_cells)])
+        self.prior = None if top else WNConv(c, 2 * latent, 1, rngs=rngs)
+        self.comb_enc = None if top else WNConv(c, c, 1, rngs=rngs)
+        self.posterior = WNConv(c, 2 * latent, 3, rngs=rngs)
+        self.comb_dec = WNConv(c + latent, c, 1, rngs=rngs)
+        self.flows = nnx.List([])  # NVAE fills them after every group is built (the official drawing order)
+
+    def prior_params(self, h: jax.Array) -> jax.Array:
+        """Raw (μ, log σ) of p(z), [B, H, W, 2L] in float32 (latent distributions stay float32 under bf16)."""
+        if self.prior is None:
+            return jnp.zeros((*h.shape[:3], 2 * self.latent), jnp.float32)
+        return self.prior(jax.nn.elu(h)).astype(jnp.float32)
+
+    def posterior_offsets(self, e: jax.Array, h: jax.Array) -> jax.Array:
+        """Residual (Δμ, Δlog σ) of q(z|x) from the encoder feature e and the decoder state h, [B, H, W, 2L]."""
+        return self.posterior(jax.nn.elu(e) if self.comb_enc is None else e + self.comb_enc(h)).astype(jnp.float32)
+
+    def combine(self, h: jax.Array, z: jax.Array) -> jax.Array:
+        """New decoder state 1×1([h, z]): [B, H, W, C] and [B, H, W, L] → [B, H, W, C]."""
+        return self.comb_dec(jnp.concatenate([h, z.astype(h.dtype)], axis=-1))
+
+    def flow(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The flow cells in turn: (z', element-wise log|det| summed over cells)."""
+        log_det = jnp.zeros_like(z)
+        for cell in self.flows:
+            z, ld = cell(z)
+            log_det = log_det + ld
+        return z, log_det
+
+    def __call__(self, key: jax.Array, h: jax.Array, enc_feature: jax.Array | None = None,
+                 temperature: float | jax.Array = 1.0) -> tuple[jax.Array, dict]:
+        """(new decoder state, `latent_group_step`'s aux); generation (z ~ p at `temperature`) without e."""
+        for cell in self.cells:
+            h = cell(h)
+        inference = enc_feature is not None
+        return hvae.latent_group_step(key, h, self.prior_params, self.combine, enc_feature,
+                                      self.posterior_offsets if inference else None, temperature=temperature,
+                                      flow=self.flow if inference and len(self.flows) else None)
+
+
 class NVAE(nnx.Module):
     """Hierarchical VAE: stem, pre-processing, bottom-up encoder, top-down decoder, post-processing."""
 
@@ -184,27 +238,20 @@ class NVAE(nnx.Module):
         self.enc0 = WNConv(c, c, 1, rngs=rngs)
         size = cfg.image_size // cfg.total_downsampling
         self.const = nnx.Param(host_uniform(rngs.params(), (1, size, size, c), 0.0, 1.0))  # official torch.rand
-        # decoder, coarsest scale first; an up cell between scales. The top group has a fixed N(0, I)
-        # prior and no encoder combiner, so `priors` / `comb_enc` hold one entry per later group.
-        dec, priors, posts, comb_enc, comb_dec, ups = [], [], [], [], [], []
+        # decoder, coarsest scale first: the latent groups, an up cell between scales. Parameters are drawn
+        # in the official order: each group's cells, prior, combiners; the ups; then every group's flows.
+        groups_dec, ups = [], []
         for s, g in enumerate(reversed(groups)):
             for i in range(g):
-                first = s == 0 and i == 0
-                dec.append(nnx.List([] if first else [DecCell(c, use_se=se, dtype=dt, rngs=rngs)
-                                                      for _ in range(cfg.num_cell_per_group_dec)]))
-                if not first:
-                    priors.append(WNConv(c, 2 * latent, 1, rngs=rngs))
-                    comb_enc.append(WNConv(c, c, 1, rngs=rngs))
-                posts.append(WNConv(c, 2 * latent, 3, rngs=rngs))
-                comb_dec.append(WNConv(c + latent, c, 1, rngs=rngs))
+                groups_dec.append(LatentGroup(c, latent, top=s == 0 and i == 0,
+                                              num_cells=cfg.num_cell_per_group_dec, use_se=se, dtype=dt, rngs=rngs))
             if s < len(groups) - 1:
                 ups.append(DecCell(c, up=True, use_se=se, dtype=dt, rngs=rngs))
                 c //= 2
-        self.dec, self.priors, self.posts = nnx.List(dec), nnx.List(priors), nnx.List(posts)
-        self.comb_enc, self.comb_dec, self.ups = nnx.List(comb_enc), nnx.List(comb_dec), nnx.List(ups)
+        self.groups_dec, self.ups = nnx.List(groups_dec), nnx.List(ups)
         # num_nf paired autoregressive flow cells per latent group, on posterior samples only
-        self.flows = nnx.List([nnx.List([PairedFlow(latent, rngs=rngs) for _ in range(cfg.num_nf)])
-                               for _ in range(len(dec))])
+        for group in groups_dec:
+            group.flows = nnx.List([PairedFlow(latent, rngs=rngs) for _ in range(cfg.num_nf)])
         # post-processing: each block is one up cell (C → C/2) then (num_postprocess_cells − 1) normal cells
         post = []
         for _ in range(cfg.num_postprocess_blocks):
@@ -221,35 +268,10 @@ class NVAE(nnx.Module):
         s_state = jnp.broadcast_to(self.const[...].astype(self.dtype), (batch, *self.const.shape[1:]))
         kls, gi, keys = [], 0, jax.random.split(key, sum(groups))
         log_pq = jnp.zeros((batch,), jnp.float32)  # Σ_groups log p(z) − log q(z) (for IW bounds)
-        f32 = jnp.float32  # latent distributions in float32 (bf16 compute elsewhere)
         for s, g in enumerate(reversed(groups)):
-            for i in range(g):
-                for cell in self.dec[gi]:
-                    s_state = cell(s_state)
-                first = s == 0 and i == 0
-                prior_head = ((lambda h: jnp.zeros((*h.shape[:3], 2 * self.cfg.num_latent_per_group), f32))
-                              if first else (lambda h, k=gi - 1: self.priors[k](jax.nn.elu(h)).astype(f32)))
-                post_head = None
-                feat = None
-                if enc_feats is not None:
-                    feat = enc_feats[gi]
-                    # top group: posterior from ELU(enc0(ELU(h))); later: from h_enc + 1×1(h_dec) (no ELU)
-                    def post_head(e, h, k=gi, f=first):
-                        return self.posts[k](jax.nn.elu(e) if f else e + self.comb_enc[k - 1](h)).astype(f32)
-
-                def combine(h, z, k=gi):
-                    return self.comb_dec[k](jnp.concatenate([h, z.astype(h.dtype)], axis=-1))
-
-                flow = None
-                if enc_feats is not None and self.cfg.num_nf > 0:
-                    def flow(z, k=gi):
-                        log_det = jnp.zeros_like(z)
-                        for cell in self.flows[k]:
-                            z, ld = cell(z)
-                            log_det = log_det + ld
-                        return z, log_det
-                s_state, aux = hvae.latent_group_step(keys[gi], s_state, prior_head, combine, feat, post_head,
-                                                      temperature=temperature, flow=flow)
+            for _ in range(g):
+                feat = None if enc_feats is None else enc_feats[gi]
+                s_state, aux = self.groups_dec[gi](keys[gi], s_state, feat, temperature)
                 if aux["kl"] is not None:
                     kls.append(jnp.sum(aux["kl"], axis=(1, 2, 3)))
                     log_pq = log_pq + jnp.sum(aux["log_p"] - aux["log_q"], axis=(1, 2, 3))
