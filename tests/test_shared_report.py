@@ -41,7 +41,8 @@ def test_report_writes_markdown_png_json(tmp_path):
     assert "# pkg.exp" in md and "| erm | 0.18 | 0.181 |" in md and "![A curve](curve.png)" in md
     assert (run_dir / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((run_dir / "metrics.json").read_text()) == {"acc": 0.5, "arr": [0, 1, 2], "nan": "nan"}
-    assert json.loads((run_dir / "config.json").read_text()) == {"seed": 0, "widths": [1, 2]}
+    # `_experiment` names whose config it is (`kexue run --config-file` and `kexue eval` check it)
+    assert json.loads((run_dir / "config.json").read_text()) == {"_experiment": "pkg.exp", "seed": 0, "widths": [1, 2]}
     index = write_index(tmp_path, {"pkg.exp": "what it shows"})
     assert "[pkg.exp](pkg/exp/report.md) | what it shows" in index.read_text()
 
