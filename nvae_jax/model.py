@@ -169,7 +169,8 @@ class LatentGroup(nnx.Module):
         self.comb_enc = None if top else WNConv(c, c, 1, rngs=rngs)
         self.posterior = WNConv(c, 2 * latent, 3, rngs=rngs)
         self.comb_dec = WNConv(c + latent, c, 1, rngs=rngs)
-        self.flows = nnx.List([])  # NVAE fills them after every group is built (the official drawing order)
+        # NVAE fills them after every group is built (the official drawing order)
+        self.flows: nnx.List[Any] = nnx.List([])
 
     def prior_params(self, h: jax.Array) -> jax.Array:
         """Raw (μ, log σ) of p(z), [B, H, W, 2L] in float32 (latent distributions stay float32 under bf16)."""
