@@ -162,7 +162,7 @@ def bench_data_bound(args) -> dict:
 
     runs = {}
     for prefetch in (0, args.prefetch, 0, args.prefetch):  # interleaved: each setting twice, the second counts
-        trainer = Trainer(SmallCNN(10, rngs=nnx.Rngs(0)), optax.adam(1e-3), xent, seed=0)
+        trainer = Trainer(SmallCNN(10, rngs=nnx.Rngs(0), in_channels=3), optax.adam(1e-3), xent, seed=0)
         loop = Loop(num_steps=args.data_steps, batch_size=128, log_every=args.data_steps // 2, prefetch=prefetch)
         trainer.fit(source, dataclasses.replace(loop, num_steps=loop.log_every), random_transform=_augment)
         start = time.perf_counter()

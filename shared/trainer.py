@@ -72,7 +72,9 @@ class Loop:
       keep: the newest checkpoints kept.
       best_metric, best_mode: also keep the checkpoint whose evaluation had the largest ("max") or
         smallest ("min") `best_metric`; `Trainer.best_state` is that state after `fit`.
-      prefetch: host threads preparing the next batches while the device computes (0: none).
+      prefetch: host threads preparing the next batches while the device computes (0: none). None: 2
+        on an accelerator; 0 on the CPU backend, where the host computes the step too and a thread
+        competes with it (bench_harness: `loop` and `data_bound`).
       batch_field: the config field that holds the batch size, named in errors.
     """
 
@@ -85,16 +87,18 @@ class Loop:
     keep: int = 2
     best_metric: str | None = None
     best_mode: str = "max"
-    prefetch: int = 2
+    prefetch: int | None = None
     batch_field: str = "batch_size"
 
     def __post_init__(self):
         for name in ("num_steps", "batch_size", "log_every", "keep"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Loop.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("checkpoint_every", "eval_every", "prefetch"):
+        for name in ("checkpoint_every", "eval_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Loop.{name} must be >= 0, got {getattr(self, name)}")
+        if self.prefetch is not None and self.prefetch < 0:
+            raise ValueError(f"Loop.prefetch must be >= 0 or None, got {self.prefetch}")
         if self.best_mode not in ("max", "min"):
             raise ValueError(f"Loop.best_mode must be 'max' or 'min', got {self.best_mode!r}")
         if self.best_metric is not None and not self.eval_every:
@@ -112,6 +116,12 @@ def check_global_batch(batch_size: int, field: str = "batch_size", num_devices: 
     return batch_size // processes
 
 
+@jax.jit
+def _add_metrics(sums: train.Metrics, metrics: train.Metrics) -> train.Metrics:
+    """The logging window's running sums: one dispatch per step instead of one per metric."""
+    return jax.tree.map(jnp.add, sums, metrics)
+
+
 class _SigtermFlag:
     """Turns SIGTERM into a flag the loop reads between steps (single process; on a pod JAX's
     preemption sync point makes every process stop at the same step)."""
@@ -119,6 +129,7 @@ class _SigtermFlag:
     def __init__(self):
         self.raised = False
         self._previous = None
+        self._multi_process = jax.process_count() > 1
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -134,7 +145,7 @@ class _SigtermFlag:
             signal.signal(signal.SIGTERM, self._previous)
 
     def should_stop(self, step: int) -> bool:
-        if jax.process_count() > 1:
+        if self._multi_process:
             from jax.experimental import multihost_utils
 
             return bool(multihost_utils.reached_preemption_sync_point(step)) or self.raised
@@ -194,7 +205,9 @@ class Trainer:
                                  random_transform=random_transform)
 
     @staticmethod
-    def _batches(dataset: grain.MapDataset, start: int, prefetch: int) -> Iterator:
+    def _batches(dataset: grain.MapDataset, start: int, prefetch: int | None) -> Iterator:
+        if prefetch is None:
+            prefetch = 0 if jax.default_backend() == "cpu" else 2
         sliced = dataset[start:]
         if prefetch:
             return iter(sliced.to_iter_dataset(grain.ReadOptions(num_threads=prefetch,
@@ -341,7 +354,7 @@ class Trainer:
                 timed_steps += 1
                 if step == start:  # the step compiled during this call: give the compiler's freed memory back
                     host_malloc.release_free_memory()
-                window_sums = metrics if not window_sums else jax.tree.map(jnp.add, window_sums, metrics)
+                window_sums = metrics if not window_sums else _add_metrics(window_sums, metrics)
                 window += 1
                 done = step + 1
                 evaluated = None
