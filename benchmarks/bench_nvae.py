@@ -301,7 +301,7 @@ def _peer_spec(config: str, batch: int, batch_file: pathlib.Path, threads: int =
                 learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
                 weight_decay_norm=cfg.weight_decay_norm, kl_anneal_portion=cfg.kl_anneal_portion,
                 kl_const_portion=1e-4, kl_const_coeff=cfg.kl_min_coeff, batch_size=batch)
-    warm = max(1, int(round(TOTAL_STEPS * cfg.warmup_epochs / max(cfg.epochs, 1))))
+    warm = max(1, round(TOTAL_STEPS * cfg.warmup_epochs / max(cfg.epochs, 1)))
     return {"args": args, "seed": cfg.seed, "batch": str(batch_file), "total_steps": TOTAL_STEPS,
             "warmup_iters": warm, "warm_steps": WARM_STEPS, "threads": threads}
 
