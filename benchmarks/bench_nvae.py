@@ -19,7 +19,7 @@ random binarised 32×32 batch. Each side runs in its own long-lived worker subpr
 interpreter, the peer under `--peer-python`); the parent alternates timed windows (ours, peer, ours,
 peer, ...) so only one side computes at a time and machine-load drifts hit both. Peak memory is each
 worker's own peak RSS (getrusage RUSAGE_SELF), and `rss_end_mb` its resident set at the end (ours after
-`shared.host_malloc.release_free_memory`, as `shared.loop.fit` does after the first step). The ratios
+`shared.host_malloc.release_free_memory`, as `shared.trainer.Trainer.fit` does after the first step). The ratios
 printed are peer step time / ours (> 1: we are faster) and our peak (and end) RSS / the peer's (< 1: we
 use less). `--cache warm` first compiles our step into a fresh persistent compilation cache in a
 separate worker (reported as `cold_*`), then races a worker that loads it, as a second `kexue` run does.
@@ -183,7 +183,7 @@ class _Ours:
         self.state, m = self.step(self.state, self.batch)
         jax.block_until_ready(m)
         self.compile_s = time.perf_counter() - t  # first call: trace + lower + XLA compile + one step
-        host_malloc.release_free_memory()  # as shared.loop.fit does after its first step
+        host_malloc.release_free_memory()  # as shared.trainer.Trainer.fit does after its first step
         for _ in range(WARM_STEPS):
             self.state, m = self.step(self.state, self.batch)
         jax.block_until_ready((self.state, m))
