@@ -14,40 +14,15 @@ import numpy as np
 from flax import nnx
 from jax.typing import DTypeLike
 
-__all__ = ["SpectralVector", "WNConv", "depthwise_conv", "ARConv", "ar_conv_mask", "warm_start_spectral",
+from shared import workarounds
+
+__all__ = ["SpectralVector", "WNConv", "ARConv", "ar_conv_mask", "warm_start_spectral",
            "SqueezeExcite", "power_iteration", "dmol_log_prob", "bernoulli_log_prob", "swish"]
 
 
 def swish(x: jax.Array) -> jax.Array:
     """Swish / SiLU: x·σ(x)."""
     return x * jax.nn.sigmoid(x)
-
-
-def _host_generator(key: jax.Array) -> np.random.Generator:
-    """A NumPy generator seeded from a concrete JAX key (same key, same numbers)."""
-    seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
-    return np.random.default_rng(seed.astype(np.uint64).tolist())
-
-
-def host_normal(key: jax.Array, shape: tuple[int, ...], scale: float = 1.0) -> jax.Array:
-    """scale · N(0, 1) of `shape`, drawn on the host by NumPy seeded from `key`.
-
-    Eager `jax.random.normal` compiles one XLA program per distinct shape, which dominated building a
-    model; NumPy needs none (`benchmarks/bench_nvae.py` reports the build time; figures in
-    benchmarks/RESULTS.md, nvae_jax item 6). Under tracing (eval_shape, jit) it falls back to
-    `jax.random.normal`, which only traces.
-    """
-    if isinstance(key, jax.core.Tracer):
-        return scale * jax.random.normal(key, shape)
-    values = scale * _host_generator(key).standard_normal(shape)
-    return jax.device_put(values.astype(np.float32))  # float32 on the host: no XLA cast
-
-
-def host_uniform(key: jax.Array, shape: tuple[int, ...], low: float, high: float) -> jax.Array:
-    """U[low, high) of `shape`, drawn on the host like `host_normal` (`jax.random.uniform` under tracing)."""
-    if isinstance(key, jax.core.Tracer):
-        return jax.random.uniform(key, shape, minval=low, maxval=high)
-    return jax.device_put(_host_generator(key).uniform(low, high, shape).astype(np.float32))
 
 
 def torch_default_init(fan_in: int | None = None):
@@ -58,98 +33,9 @@ def torch_default_init(fan_in: int | None = None):
 
     def init(key, shape, dtype=jnp.float32):
         bound = 1.0 / math.sqrt(max(1, fan_in if fan_in is not None else math.prod(shape[:-1])))
-        return host_uniform(key, tuple(shape), -bound, bound).astype(dtype)
+        return workarounds.init_uniform(key, tuple(shape), -bound, bound).astype(dtype)
 
     return init
-
-
-def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Stride-1 'same' depthwise conv: y[b,h,w,c] = Σ_ij x[b,h+i−p,w+j−p,c] · kernel[i,j,0,c], p = ⌊(k−1)/2⌋.
-
-    x [B, H, W, C], kernel [k, k, 1, C] (HWIO with one input channel per group) → [B, H, W, C].
-    On CPU it is `_depthwise_taps` (k² shifted multiply-adds with a custom JVP): XLA:CPU's grouped
-    convolution is several times slower there, forward and backward (figures in benchmarks/RESULTS.md,
-    nvae_jax item 2). GPU and TPU use the native grouped convolution. Both support every JAX transformation:
-    grad / vjp / jacrev, and forward mode (jvp, linearize, jacfwd, Hessians).
-    """
-    if jax.default_backend() != "cpu":
-        pad = _same_padding(kernel.shape[0])
-        return jax.lax.conv_general_dilated(x, kernel, (1, 1), [pad, pad],
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                            feature_group_count=x.shape[-1])
-    return _depthwise_taps(x, kernel)
-
-
-def _same_padding(k: int) -> tuple[int, int]:
-    """(before, after) padding of a stride-1 'same' conv with a k-wide kernel: (⌊(k−1)/2⌋, ⌈(k−1)/2⌉)."""
-    return (k - 1) // 2, k - 1 - (k - 1) // 2
-
-
-def _shifted_sum(x: jax.Array, kernel: jax.Array, lo: int, hi: int) -> jax.Array:
-    """Σ_ij pad(x)[b, h+i, w+j, c] · kernel[i, j, 0, c], x padded by (lo, hi) on H and W: one XLA loop fusion."""
-    k = kernel.shape[0]
-    xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-    h, w = x.shape[1:3]
-    taps = [xp[:, i:i + h, j:j + w, :] * kernel[i, j, 0][None, None, None, :] for i in range(k) for j in range(k)]
-    return functools.reduce(jnp.add, taps)
-
-
-def _scattered_sum(dx: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`_shifted_sum(dx, kernel, lo, hi)` as crop(Σ_ij pad(dx · kernel[i,j,0], (k−1−i, i), (k−1−j, j))), crop from hi.
-
-    Same values, other form: each tap's product is padded into place rather than read from a padded
-    input, so JAX's transpose of this linear map in dx is the correlation of the cotangent with the
-    flipped kernel as k² slices of one padded buffer; the slice form's transpose pads k² copies of the
-    cotangent instead, which is slower (benchmarks/bench_forward_mode.py).
-    """
-    k = kernel.shape[0]
-    _lo, hi = _same_padding(k)
-    h, w = dx.shape[1:3]
-    terms = [jnp.pad(dx * kernel[i, j, 0][None, None, None, :], ((0, 0), (k - 1 - i, i), (k - 1 - j, j), (0, 0)))
-             for i in range(k) for j in range(k)]
-    return functools.reduce(jnp.add, terms)[:, hi:hi + h, hi:hi + w, :]
-
-
-def _tap_scan(x: jax.Array, dkernel: jax.Array) -> jax.Array:
-    """Σ_t pad(x)[b, h+i_t, w+j_t, c] · dkernel[i_t, j_t, 0, c] over the k² taps t = (i_t, j_t), linear in dkernel.
-
-    A `lax.scan` over taps reading dynamic slices of the padded x, its body rematerialised
-    (`jax.checkpoint`): JAX's transpose is then one scan of per-tap reductions Σ_bhw slice_t(x)·g and
-    stores no shifted copy of x; without the remat it stacks k² of them, and unrolled static slices
-    are as slow (benchmarks/bench_forward_mode.py).
-    """
-    k = dkernel.shape[0]
-    lo, hi = _same_padding(k)
-    xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-
-    @functools.partial(jax.checkpoint, prevent_cse=False)  # CSE is already blocked inside scan
-    def tap(acc, t_and_row):
-        t, row = t_and_row
-        window = jax.lax.dynamic_slice(xp, (0, t // k, t % k, 0), x.shape)
-        return acc + window * row[None, None, None, :], None
-
-    acc, _ = jax.lax.scan(tap, jnp.zeros_like(x), (jnp.arange(k * k), dkernel.reshape(k * k, -1)))
-    return acc
-
-
-@jax.custom_jvp
-def _depthwise_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return _shifted_sum(x, kernel, *_same_padding(kernel.shape[0]))
-
-
-@_depthwise_taps.defjvp
-def _depthwise_taps_jvp(primals, tangents):
-    """ẏ = dw(ẋ, kernel) + dw(x, k̇), bilinearity of the conv; linear in (ẋ, k̇), so JAX transposes it for the VJP.
-
-    The two terms are written (`_scattered_sum`, `_tap_scan`) so that their transposes are the fast
-    backward: ∂x = g correlated with the flipped kernel, and
-    ∂kernel[i,j,0,c] = Σ_bhw pad(x)[b,h+i,w+j,c]·g[b,h,w,c].
-    Autodiff of the forward instead materialises every shifted copy of x.
-    """
-    x, kernel = primals
-    dx, dkernel = tangents
-    y = _depthwise_taps(x, kernel)
-    return y, (_scattered_sum(dx, kernel) + _tap_scan(x, dkernel)).astype(y.dtype)
 
 
 class SpectralVector(nnx.Variable):
@@ -183,8 +69,7 @@ class WNConv(nnx.Module):
         fan_in = kernel * kernel * c_in // groups
         init = torch_default_init(fan_in)  # PyTorch's Conv2d default, kept by the official code
         self.v = nnx.Param(init(rngs.params(), (kernel, kernel, c_in // groups, c_out)))
-        # initial values by NumPy when concrete: eager jnp ops would compile an XLA program per shape
-        xp = jnp if isinstance(self.v[...], jax.core.Tracer) else np
+        xp = workarounds.init_math(self.v[...])
         norm = xp.sqrt(xp.sum(xp.square(self.v[...]), axis=(0, 1, 2)))
         self.log_g = nnx.Param(jax.device_put(xp.log(norm + 1e-2))) if weight_norm else None
         self.bias = nnx.Param(init(rngs.params(), (c_out,))) if use_bias else None
@@ -194,8 +79,8 @@ class WNConv(nnx.Module):
         # persistent power-iteration vectors for the spectral penalty on W reshaped to [C_out, k·k·C_in/g];
         # random unit vectors here (cheap, so full configs build fast under eval_shape); `warm_start_spectral`
         # runs NVAE's longer first estimate once before training, later steps `num_power_iter` each.
-        u0 = xp.asarray(host_normal(rngs.params(), (c_out,)))
-        v0 = xp.asarray(host_normal(rngs.params(), (kernel * kernel * (c_in // groups),)))
+        u0 = xp.asarray(workarounds.init_normal(rngs.params(), (c_out,)))
+        v0 = xp.asarray(workarounds.init_normal(rngs.params(), (kernel * kernel * (c_in // groups),)))
         self.sn_u = SpectralVector(jax.device_put(u0 / xp.linalg.norm(u0)))
         self.sn_v = SpectralVector(jax.device_put(v0 / xp.linalg.norm(v0)))
 
@@ -203,15 +88,10 @@ class WNConv(nnx.Module):
         """The normalised kernel [k, k, C_in/groups, C_out]."""
         return _normalised_kernel(self, self.v[...], None if self.log_g is None else self.log_g[...], jnp)
 
-    def weight_matrix(self) -> jax.Array:
-        """The normalised kernel reshaped to [C_out, k·k·C_in/groups]."""
-        w = self.weight()
-        return jnp.transpose(w, (3, 0, 1, 2)).reshape(w.shape[3], -1)
-
     def __call__(self, x: jax.Array) -> jax.Array:
         w = self.weight().astype(x.dtype)
         if self.groups > 1 and self.groups == x.shape[-1] == w.shape[-1] and self.stride == 1:
-            y = depthwise_conv(x, w)
+            y = workarounds.depthwise_conv(x, w)
         else:
             pad = (self.kernel - 1) // 2
             y = jax.lax.conv_general_dilated(x, w, (self.stride, self.stride), [(pad, pad), (pad, pad)],
@@ -270,12 +150,16 @@ def bernoulli_log_prob(logits: jax.Array, x: jax.Array) -> jax.Array:
     return x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
 
 
-def dmol_log_prob(params: jax.Array, x: jax.Array, num_mix: int, num_bits: int = 8) -> jax.Array:
+def dmol_log_prob(params: jax.Array, x: jax.Array, num_mix: int, num_bits: int = 8,
+                  top_edge: float = 0.999) -> jax.Array:
     """Discretised mixture of logistics with RGB coupling (PixelCNN++ Eq. 2), per pixel.
 
     params: [B, H, W, M·(1 + 3C)] = (mixture logits [M], means [C·M], log scales [C·M],
     coupling coefficients [C·M] (only used for C = 3)); x: [B, H, W, C] in [−1, 1] on the grid of
     2^num_bits levels. Coupling: μ_G += c₀ x_R, μ_B += c₁ x_R + c₂ x_G. Returns [B, H, W].
+    x > `top_edge` scores as the top bin, 1 − CDF(x − half a bin): 0.999 makes only the top level the
+    edge (a proper distribution); the official code's 0.99 also treats the level below it (254 of 255)
+    as an edge, so its probabilities over the levels do not sum to 1.
     """
     b, h, w, c = x.shape
     m = num_mix
@@ -297,7 +181,7 @@ def dmol_log_prob(params: jax.Array, x: jax.Array, num_mix: int, num_bits: int =
     mid = inv_s * centered
     log_pdf_mid = mid - log_s - 2.0 * jax.nn.softplus(mid) + jnp.log(2.0 * half)
     log_mid = jnp.where(cdf_delta > 1e-5, jnp.log(jnp.maximum(cdf_delta, 1e-12)), log_pdf_mid)
-    lp = jnp.where(xe < -0.999, log_cdf_plus, jnp.where(xe > 0.999, log_one_minus_cdf_min, log_mid))
+    lp = jnp.where(xe < -0.999, log_cdf_plus, jnp.where(xe > top_edge, log_one_minus_cdf_min, log_mid))
     lp = jnp.sum(lp, axis=3) + jax.nn.log_softmax(logit_pi, axis=-1)  # [B,H,W,M]
     return jax.nn.logsumexp(lp, axis=-1)
 
@@ -306,7 +190,8 @@ def warm_start_spectral(model: nnx.Module, num_iter: int = 40) -> None:
     """Runs `num_iter` power iterations (host NumPy, no compilation) for every WNConv's persistent u, v.
 
     NVAE's first spectral estimate uses many more iterations than the per-step `num_power_iter`.
-    W is `WNConv.weight_matrix` computed in NumPy (eagerly in jnp it compiled ~3 programs per shape).
+    W is the normalised kernel as a [C_out, k·k·C_in/groups] matrix, computed in NumPy on the host
+    (eagerly in jnp it compiled ~3 programs per shape: `benchmarks/bench_nvae.py`, build time).
     """
     for _, m in nnx.iter_graph(model):
         if isinstance(m, WNConv):
