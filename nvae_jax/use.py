@@ -6,7 +6,9 @@
 - sample: `--num` samples at `--temperature` (`samples_t{T}.png`, and `samples_t{T}.npy` [N, H, W, C] in
   [0, 1]); `--readjust-bn` first re-estimates the batch-norm statistics from `--bn-iterations` prior
   passes at that temperature (the official code's 500); `--reconstruct` adds a grid of test images over
-  their reconstructions (`reconstructions.png`).
+  their reconstructions (`reconstructions.png`); `--interpolate I J ...` adds rows from test image I to J
+  at the top latent group (`nvae_jax.interpolate`; `interpolation_t{T}.png`, each row image I, `--steps`
+  decoded images, image J; `interpolation_t{T}.npy` [P, steps, H, W, C] in [0, 1]).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tqdm import auto as tqdm_auto
 
 from nvae_jax import evaluate, train
 from nvae_jax.configs import Config
+from shared.overrides import UsageError
 from shared.use import RunDir, restore_model, write_outputs
 
 __all__ = ["evaluate_run", "sample_run"]
@@ -91,6 +94,7 @@ def sample_run(run: RunDir) -> dict:
     """Samples at `--temperature` (after `--readjust-bn`), and reconstructions with `--reconstruct`."""
     options = run.options
     t, n = float(options["temperature"]), int(options["num"])
+    pairs = _interpolation_pairs(run, options.get("interpolate"))  # checked before anything is written
     trainer, state = _restored(run)
     model, step = nnx.merge(trainer.graphdef, state.params, state.model_state), int(state.step)
     key = jax.random.PRNGKey(options["seed"])
@@ -107,4 +111,29 @@ def sample_run(run: RunDir) -> dict:
         recon = evaluate.reconstruct(model, test, jax.random.fold_in(key, 2))
         evaluate.save_grid(np.concatenate([np.asarray(test), recon]), str(run.path / "reconstructions.png"))
         out["reconstructions"] = str(run.path / "reconstructions.png")
+    if pairs is not None:
+        out.update(_write_interpolation(run, model, pairs, jax.random.fold_in(key, 3), t, int(options["steps"])))
     return out
+
+
+def _interpolation_pairs(run: RunDir, indices: list[int] | None) -> np.ndarray | None:
+    """The test images of `--interpolate I J ...` as [P, 2, H, W, C]; None without the option."""
+    if indices is None:
+        return None
+    indices = list(indices) or list(range(8))
+    images = _test_images(_model_config(run))
+    bad = [i for i in indices if not 0 <= i < len(images)]
+    if bad:
+        raise UsageError(f"--interpolate {bad[0]}: the run's test set has images 0 to {len(images) - 1}")
+    return images[np.asarray(indices)].reshape(len(indices) // 2, 2, *images.shape[1:])
+
+
+def _write_interpolation(run: RunDir, model, pairs: np.ndarray, key: jax.Array, t: float, steps: int) -> dict:
+    from nvae_jax.interpolate import interpolate
+
+    rows = interpolate(model, jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1]), key, steps, t)
+    stem = f"interpolation_t{t:g}"
+    np.save(run.path / f"{stem}.npy", rows.astype(np.float32))
+    grid = np.concatenate([pairs[:, :1], rows, pairs[:, 1:]], axis=1)  # [P, steps + 2, H, W, C]
+    evaluate.save_grid(grid.reshape(-1, *grid.shape[2:]), str(run.path / f"{stem}.png"), ncol=steps + 2)
+    return {"interpolation": str(run.path / f"{stem}.png"), "interpolation_shape": list(rows.shape)}
