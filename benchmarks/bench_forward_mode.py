@@ -1,6 +1,6 @@
 """Custom JVPs transposed by JAX against the hand-written VJPs they replaced (issue 24, forward mode).
 
-Claim: NVAE's CPU depthwise convolution (`nvae_jax.layers.depthwise_conv`) and `shared.sparse_softmax`'s
+Claim: NVAE's CPU depthwise convolution (`shared.workarounds.depthwise_conv`) and `shared.sparse_softmax`'s
 two functions are `jax.custom_jvp`s (so jvp, linearize and Hessians work) whose reverse mode, JAX's
 transpose of the tangent rule, keeps the speed of the `jax.custom_vjp`s they replaced (commit b68c19a):
 ratio of medians <= 1.05 for the jitted gradient.
@@ -15,7 +15,7 @@ the tangent's ẋ term in the slice form of the forward (`slice_dx`), the k̇ te
 `sparse`: `jax.jit(jax.value_and_grad)` of the mean sparse CE (k = 10) and of Σ sin(sparse_softmax)·w on
 [batch, 21128] logits (SPACES' vocabulary), ours vs the hand-written VJPs. `step`: the gradient of
 `nvae_jax.train.nvae_loss` on the `tiny_mnist` model at batch 8, with ours and with
-`layers._depthwise_taps` swapped for the baseline while tracing. Every repeat runs all variants back to
+`workarounds._depthwise_taps` swapped for the baseline while tracing. Every repeat runs all variants back to
 back in rotated order; ratios are median(variant) / median(hand-written VJP); compile time is reported
 separately. Appends one JSON line to benchmarks/results/forward_mode.jsonl.
 """
@@ -34,8 +34,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from nvae_jax import layers
-from shared import sparse_softmax as ss
+from shared import sparse_softmax as ss, workarounds
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "forward_mode.jsonl"
 SHAPES = [(8, 16, 16, 192), (8, 32, 32, 96), (8, 8, 8, 384), (4, 16, 16, 576)]
@@ -45,7 +44,7 @@ VOCAB = 21128
 # --- baselines: the hand-written VJPs as they were at commit b68c19a -----------------------------------
 @jax.custom_vjp
 def hand_depthwise(x, kernel):
-    return layers._shifted_sum(x, kernel, *layers._same_padding(kernel.shape[0]))
+    return workarounds._shifted_sum(x, kernel, *workarounds._same_padding(kernel.shape[0]))
 
 
 def _hand_depthwise_fwd(x, kernel):
@@ -55,8 +54,8 @@ def _hand_depthwise_fwd(x, kernel):
 def _hand_depthwise_bwd(res, g):
     x, kernel = res
     k = kernel.shape[0]
-    lo, hi = layers._same_padding(k)
-    dx = layers._shifted_sum(g, kernel[::-1, ::-1], hi, lo)
+    lo, hi = workarounds._same_padding(k)
+    dx = workarounds._shifted_sum(g, kernel[::-1, ::-1], hi, lo)
     xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
 
     def tap_grad(t):
@@ -114,7 +113,7 @@ hand_sparse_ce.defvjp(_hand_ce_fwd, _hand_ce_bwd)
 # --- the depthwise alternatives the layer's docstrings mention -----------------------------------------
 def _tap_scan_no_remat(x, dkernel):
     k = dkernel.shape[0]
-    lo, hi = layers._same_padding(k)
+    lo, hi = workarounds._same_padding(k)
     xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
 
     def tap(acc, t_and_row):
@@ -127,7 +126,7 @@ def _tap_scan_no_remat(x, dkernel):
 def _with_tangent(dx_term, dk_term):
     @jax.custom_jvp
     def f(x, kernel):
-        return layers._shifted_sum(x, kernel, *layers._same_padding(kernel.shape[0]))
+        return workarounds._shifted_sum(x, kernel, *workarounds._same_padding(kernel.shape[0]))
 
     @f.defjvp
     def f_jvp(primals, tangents):
@@ -138,24 +137,24 @@ def _with_tangent(dx_term, dk_term):
 
 
 def _slice_dx(dx, kernel):
-    return layers._shifted_sum(dx, kernel, *layers._same_padding(kernel.shape[0]))
+    return workarounds._shifted_sum(dx, kernel, *workarounds._same_padding(kernel.shape[0]))
 
 
 def _autodiff(x, kernel):
-    return layers._shifted_sum(x, kernel, *layers._same_padding(kernel.shape[0]))
+    return workarounds._shifted_sum(x, kernel, *workarounds._same_padding(kernel.shape[0]))
 
 
 def _grouped_conv(x, kernel):
-    pad = layers._same_padding(kernel.shape[0])
+    pad = workarounds._same_padding(kernel.shape[0])
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), [pad, pad], dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                         feature_group_count=x.shape[-1])
 
 
 DEPTHWISE = {
-    "ours": layers.depthwise_conv,
+    "ours": workarounds.depthwise_conv,
     "hand_vjp": hand_depthwise,
-    "slice_dx": _with_tangent(_slice_dx, layers._tap_scan),
-    "no_remat": _with_tangent(layers._scattered_sum, _tap_scan_no_remat),
+    "slice_dx": _with_tangent(_slice_dx, workarounds._tap_scan),
+    "no_remat": _with_tangent(workarounds._scattered_sum, _tap_scan_no_remat),
     "autodiff": _autodiff,
     "grouped_conv": _grouped_conv,
 }
@@ -235,14 +234,14 @@ def step_race(repeats, inner):
     t0 = time.perf_counter()
     jax.block_until_ready(ours(*args))  # traced with the layer's custom JVP
     compile_s = {"ours": time.perf_counter() - t0}
-    original = layers._depthwise_taps
-    layers._depthwise_taps = hand_depthwise
+    original = workarounds._depthwise_taps
+    workarounds._depthwise_taps = hand_depthwise
     try:
         t0 = time.perf_counter()
         jax.block_until_ready(base(*args))  # traced (and cached) with the baseline
         compile_s["hand_vjp"] = time.perf_counter() - t0
     finally:
-        layers._depthwise_taps = original
+        workarounds._depthwise_taps = original
     return {**race({"ours": ours, "hand_vjp": base}, args, repeats, inner), "compile_s": compile_s}
 
 

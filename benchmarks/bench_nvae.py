@@ -6,7 +6,7 @@ python benchmarks/bench_nvae.py --config tiny_mnist|mnist --batch 8 --steps 10 [
 
 Prints one JSON line and appends it to benchmarks/results/nvae.jsonl. By default (`--malloc hugetlb`) the
 script first re-executes itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as the `kexue` command does
-(`shared.host_malloc`), and both workers inherit it, so both sides run with the same allocator settings.
+(`shared.workarounds.maybe_reexec`), and both workers inherit it, so both sides run with the same allocator settings.
 The step is `nvae_jax.train.build`'s jitted step (β from the step counter). Timing: after compile and 2
 warm-up steps, `--repeats` windows of `--steps` steps; `step_s_median` is the median of the per-window
 mean step times, `step_s_mean` the mean over all timed steps.
@@ -19,12 +19,12 @@ random binarised 32×32 batch. Each side runs in its own long-lived worker subpr
 interpreter, the peer under `--peer-python`); the parent alternates timed windows (ours, peer, ours,
 peer, ...) so only one side computes at a time and machine-load drifts hit both. Peak memory is each
 worker's own peak RSS (getrusage RUSAGE_SELF), and `rss_end_mb` its resident set at the end (ours after
-`shared.host_malloc.release_free_memory`, as `shared.trainer.Trainer.fit` does after the first step). The ratios
+`shared.workarounds.release_free_memory`, as `shared.trainer.Trainer.fit` does after the first step). The ratios
 printed are peer step time / ours (> 1: we are faster) and our peak (and end) RSS / the peer's (< 1: we
 use less). `--cache warm` first compiles our step into a fresh persistent compilation cache in a
 separate worker (reported as `cold_*`), then races a worker that loads it, as a second `kexue` run does.
 `--compiler-options none` compiles our step with XLA's defaults instead of
-`shared.train.cpu_compiler_options()` (the A/B of that choice).
+`shared.workarounds.cpu_compiler_options()` (the A/B of that choice).
 
 CPU run-time patches for the official code (its files are never edited): a `tensorboardX` stub module,
 `torch.Tensor.cuda` / `nn.Module.cuda` as identity, the fused sync-BN+Swish layer
@@ -49,7 +49,7 @@ import time
 
 import numpy as np
 
-from shared import host_malloc
+from shared import workarounds
 
 TAG = "@@NVAE_BENCH "  # prefix of protocol lines on the workers' stdout (the official code prints too)
 WARM_STEPS = 2
@@ -183,7 +183,7 @@ class _Ours:
         self.state, m = self.step(self.state, self.batch)
         jax.block_until_ready(m)
         self.compile_s = time.perf_counter() - t  # first call: trace + lower + XLA compile + one step
-        host_malloc.release_free_memory()  # as shared.trainer.Trainer.fit does after its first step
+        workarounds.release_free_memory()  # as shared.trainer.Trainer.fit does after its first step
         for _ in range(WARM_STEPS):
             self.state, m = self.step(self.state, self.batch)
         jax.block_until_ready((self.state, m))
@@ -206,11 +206,10 @@ def _say(kind: str, obj) -> None:
 
 
 def _use_compiler_options(choice: str) -> None:
-    """"none": our step compiles with XLA's defaults instead of `shared.train.cpu_compiler_options()` (A/B)."""
+    """"none": our step compiles with XLA's defaults instead of `shared.workarounds.cpu_compiler_options()` (A/B)."""
     if choice == "none":
-        from shared import train as harness
 
-        harness.cpu_compiler_options = lambda: None
+        workarounds.cpu_compiler_options = lambda: None
 
 
 def _serve_ours(config: str, batch: int, compiler_options: str) -> None:
@@ -390,12 +389,12 @@ def main():
                          "first worker compiles into a fresh persistent cache (reported as cold_*), the raced "
                          "worker loads the step from it, as a second `kexue` run does")
     ap.add_argument("--compiler-options", default="harness", choices=["harness", "none"],
-                    help="harness: our step compiled with shared.train.cpu_compiler_options() (as nvae_jax.train."
+                    help="harness: our step compiled with shared.workarounds.cpu_compiler_options() (as nvae_jax.train."
                          "build does); none: XLA:CPU's defaults (the MLIR fusion emitters), for an A/B")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.malloc == "hugetlb" and not args.worker:
-        host_malloc.maybe_reexec()
+        workarounds.maybe_reexec()
     for name in ("batch", "steps", "repeats"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nvae_jax.configs import Config
-from nvae_jax.layers import ARConv, SqueezeExcite, WNConv, bernoulli_log_prob, dmol_log_prob, host_uniform, swish
-from shared import hvae
+from nvae_jax.layers import ARConv, SqueezeExcite, WNConv, bernoulli_log_prob, dmol_log_prob, swish
+from shared import hvae, workarounds
 
 
 def _bn(c, rngs, dtype=None):
@@ -238,7 +238,8 @@ class NVAE(nnx.Module):
         self.enc = nnx.List(enc)
         self.enc0 = WNConv(c, c, 1, rngs=rngs)
         size = cfg.image_size // cfg.total_downsampling
-        self.const = nnx.Param(host_uniform(rngs.params(), (1, size, size, c), 0.0, 1.0))  # official torch.rand
+        # U[0, 1): the official torch.rand
+        self.const = nnx.Param(workarounds.init_uniform(rngs.params(), (1, size, size, c), 0.0, 1.0))
         # decoder, coarsest scale first: the latent groups, an up cell between scales. Parameters are drawn
         # in the official order: each group's cells, prior, combiners; the ups; then every group's flows.
         groups_dec, ups = [], []

@@ -32,7 +32,7 @@ from flax import nnx
 from nvae_jax.configs import Config
 from nvae_jax.layers import WNConv, power_iteration, warm_start_spectral
 from nvae_jax.model import NVAE
-from shared import hvae, train as harness
+from shared import hvae, workarounds
 from shared.data import ArraySource
 from shared.experiment import RunContext
 from shared.trainer import Loop, Trainer
@@ -159,7 +159,7 @@ def make_trainer(cfg: Config, total_steps: int, mesh=None) -> Trainer:
 
     The step is `shared.train.make_step` of `nvae_loss`, wrapped to put β(state.step) into the batch,
     jitted with the trainer's shardings (`mesh` defaults to all devices) and, on CPU,
-    `shared.train.cpu_compiler_options()` (XLA:CPU's elemental emitters: a third of the compile memory).
+    `shared.workarounds.cpu_compiler_options()` (XLA:CPU's elemental emitters: a third of the compile memory).
     """
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
@@ -175,7 +175,7 @@ def make_trainer(cfg: Config, total_steps: int, mesh=None) -> Trainer:
         return beta_step
 
     return Trainer(model, make_optimizer(cfg, total_steps, warm), nvae_loss, seed=cfg.seed, mesh=mesh,
-                   wrap_step=with_beta, compiler_options=harness.cpu_compiler_options())
+                   wrap_step=with_beta, compiler_options=workarounds.cpu_compiler_options())
 
 
 def build(cfg: Config, total_steps: int, mesh=None):
@@ -208,7 +208,7 @@ def iw_nll(graphdef, state, x: jax.Array, key: jax.Array, k: int, chunk: int = 1
 
     log p(x) ≈ logsumexp_k(log p(x|z_k) + log p(z_k) − log q(z_k|x)) − log K (shared.hvae.iw_log_likelihood).
     """
-    @functools.partial(jax.jit, compiler_options=harness.cpu_compiler_options())
+    @functools.partial(jax.jit, compiler_options=workarounds.cpu_compiler_options())
     def weights(params, model_state, keys):
         model = nnx.merge(graphdef, params, model_state)
         model.eval()

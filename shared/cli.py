@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shared import compilation_cache, host_malloc
+from shared import compilation_cache, workarounds
 from shared.experiment import Experiment, Preempted, RunContext
 from shared.overrides import ConfigError, UsageError, apply_overrides, describe_fields, load_config_file
 from shared.report import Report, markdown_table, to_jsonable, write_index
@@ -471,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if argv is None and args.command != "list":  # the console command (tests call main(argv) with their settings)
-        host_malloc.maybe_reexec()
+        workarounds.maybe_reexec()
         compilation_cache.enable()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:

@@ -20,7 +20,6 @@ Example (a notebook):
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +30,8 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from shared import workarounds
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
@@ -123,14 +124,12 @@ def nnx_loss(graphdef: nnx.GraphDef,
 def global_norm(tree: PyTree, concatenate: bool | None = None) -> jax.Array:
     """‖tree‖₂ over all its leaves, accumulated in float32 (`optax.global_norm` sums in the leaf dtype).
 
-    `optax.global_norm` reduces each leaf separately; XLA:CPU has no horizontal fusion, so each leaf
-    is its own kernel launch. With `concatenate` (default: on the CPU backend) the leaves are raveled
-    into one vector and reduced once, fewer kernels and a faster step (`benchmarks/bench_nvae.py`;
-    figures in benchmarks/RESULTS.md, nvae_jax item 8). Accelerators fuse the per-leaf reductions
-    themselves; never concatenate FSDP-sharded leaves (it would gather them).
+    With `concatenate` (default: `shared.workarounds.concatenate_norms()`, on the CPU backend) the
+    small leaves are raveled into one vector and reduced once instead of one kernel per leaf. Never
+    concatenate FSDP-sharded leaves (it would gather them).
     """
     if concatenate is None:
-        concatenate = jax.default_backend() == "cpu"
+        concatenate = workarounds.concatenate_norms()
     leaves = [jnp.ravel(x).astype(jnp.float32) for x in jax.tree.leaves(tree)]
     if concatenate:  # only the small leaves: copying a large one costs more than its own reduction
         small = [x for x in leaves if x.size <= CONCAT_NORM_MAX_LEAF]
@@ -249,33 +248,11 @@ def jit_train_step(step: Callable[[TrainState, PyTree], tuple[TrainState, Metric
     """`jax.jit` of any `step(state, batch) -> (state, metrics)` (e.g. `make_step`'s, wrapped to add a
     schedule or an EMA) with the shardings and donation of `build_train_step`. With `fsdp`, build the
     step with `make_step(..., concat_norms=False)` so its norms do not gather the sharded leaves.
-    `compiler_options` go to XLA for this program only (e.g. `cpu_compiler_options()`)."""
+    `compiler_options` go to XLA for this program only (e.g. `shared.workarounds.cpu_compiler_options()`)."""
     shardings = state_sharding(state, mesh, fsdp)
     return jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, replicated(mesh)),
-                   donate_argnums=donate_state_argnums(),
+                   donate_argnums=workarounds.donate_state_argnums(),
                    compiler_options=None if compiler_options is None else dict(compiler_options))
-
-
-@functools.cache
-def cpu_compiler_options() -> dict[str, Any] | None:
-    """XLA options for compiling a large program on the CPU backend; None elsewhere.
-
-    `xla_cpu_use_fusion_emitters=False`: XLA:CPU emits its loop fusions with the elemental IR emitters
-    instead of the MLIR fusion emitters, whose per-kernel state stays alive until the whole program is
-    compiled; for NVAE's train step the compile peak drops to about a third, with compile and step
-    time unchanged (`benchmarks/bench_nvae.py --compiler-options`; figures in benchmarks/RESULTS.md,
-    nvae_jax item 13). Passed per program
-    (`jax.jit(compiler_options=...)`), so nothing else in the process changes; None if this jaxlib
-    does not know the option (probed once with a tiny program).
-    """
-    if jax.default_backend() != "cpu":
-        return None
-    options = {"xla_cpu_use_fusion_emitters": False}
-    try:
-        jax.block_until_ready(jax.jit(lambda x: x + 1, compiler_options=options)(np.float32(0)))
-    except (jax.errors.JaxRuntimeError, ValueError, TypeError):
-        return None
-    return options
 
 
 def warmup_cosine(learning_rate: float, warmup: int, total: int, end_fraction: float = 0.0) -> optax.Schedule:
@@ -283,13 +260,6 @@ def warmup_cosine(learning_rate: float, warmup: int, total: int, end_fraction: f
     `end_fraction · learning_rate` at step `total` (warm-up ≥ 1 step, decay ≥ 1 step)."""
     return optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup, 1), max(total, warmup + 1),
                                               end_fraction * learning_rate)
-
-
-def donate_state_argnums() -> tuple[int, ...]:
-    """(0,) on accelerators, where donating the state halves its memory; () on CPU, where XLA's
-    in-place aliasing of donated buffers blocks fusions and slows the step (benchmarks/bench_harness.py;
-    figures in benchmarks/RESULTS.md, Harness)."""
-    return () if jax.default_backend() == "cpu" else (0,)
 
 
 # ----------------------------------------------------------------------------------- evaluation

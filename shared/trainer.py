@@ -44,7 +44,7 @@ import optax
 from flax import nnx
 from tqdm import auto as tqdm_auto
 
-from shared import data, host_malloc, train
+from shared import data, train, workarounds
 from shared.checkpoint import Checkpointer, abstract_like
 from shared.experiment import Preempted, RunContext
 from shared.overrides import ConfigError
@@ -167,7 +167,7 @@ class Trainer:
       wrap_step: `fn(step) -> step` around the pure `make_step` step, e.g. to feed a schedule
         value into the batch or to update an EMA kept in an extended state.
       extend_state: `fn(TrainState) -> state` before placement (e.g. a subclass with an EMA).
-      compiler_options: XLA options for the train step only (e.g. `train.cpu_compiler_options()`).
+      compiler_options: XLA options for the train step only (e.g. `workarounds.cpu_compiler_options()`).
     """
 
     def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, loss: ModelLoss, *, seed: int = 0,
@@ -207,7 +207,7 @@ class Trainer:
     @staticmethod
     def _batches(dataset: grain.MapDataset, start: int, prefetch: int | None) -> Iterator:
         if prefetch is None:
-            prefetch = 0 if jax.default_backend() == "cpu" else 2
+            prefetch = workarounds.default_prefetch()
         sliced = dataset[start:]
         if prefetch:
             return iter(sliced.to_iter_dataset(grain.ReadOptions(num_threads=prefetch,
@@ -353,7 +353,7 @@ class Trainer:
                 state, metrics = self.train_step(state, train.shard_batch(batch, self.mesh))
                 timed_steps += 1
                 if step == start:  # the step compiled during this call: give the compiler's freed memory back
-                    host_malloc.release_free_memory()
+                    workarounds.release_free_memory()
                 window_sums = metrics if not window_sums else _add_metrics(window_sums, metrics)
                 window += 1
                 done = step + 1

@@ -58,14 +58,14 @@ def test_full_config_one_train_step_at_reduced_batch(name, devices):
     import numpy as np
 
     from nvae_jax import train
-    from shared import train as harness
+    from shared.train import make_mesh, shard_batch
 
     cfg = dataclasses.replace({"mnist": configs.MNIST, "cifar10": configs.CIFAR10,
                                "celeba64": configs.CELEBA64}[name], batch_size=8)
-    mesh = harness.make_mesh(devices=devices)
+    mesh = make_mesh(devices=devices)
     _, state, step = train.build(cfg, 100, mesh)
     x = np.random.default_rng(0).random((8, cfg.image_size, cfg.image_size, cfg.channels_in)).astype(np.float32)
-    state, m = step(state, harness.shard_batch({"image": np.round(x * 255) / 255}, mesh))
+    state, m = step(state, shard_batch({"image": np.round(x * 255) / 255}, mesh))
     assert int(state.skipped) == 0 and np.isfinite(float(m["loss"])) and float(m["nelbo"]) > 0
 
 

@@ -196,20 +196,6 @@ def test_eval_shape_model_gives_the_concrete_models_shapes():
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(nnx.state(train.eval_shape_model(build))))
 
 
-def test_cpu_compiler_options_compile_the_same_maths():
-    """On CPU the large-program options are known to this jaxlib and change no result (elemental emitters)."""
-    options = train.cpu_compiler_options()
-    assert options == {"xla_cpu_use_fusion_emitters": False}  # the suite runs on the CPU backend
-
-    def f(x, w):  # loop fusions of the kinds NVAE's step is made of: elementwise, reductions, a conv
-        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return jax.nn.logsumexp(jnp.tanh(y) * jax.nn.sigmoid(y), axis=(1, 2)), jnp.max(jnp.abs(y), axis=-1)
-
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 9, 3))
-    w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 5))
-    chex.assert_trees_all_close(jax.jit(f, compiler_options=options)(x, w), jax.jit(f)(x, w), rtol=1e-5, atol=1e-6)
-
-
 def test_create_train_state_initialises_the_optimiser_in_one_program():
     model = MLP((4, 8, 3), rngs=nnx.Rngs(0))
     tx = optax.adam(1e-3)
