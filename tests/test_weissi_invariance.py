@@ -72,3 +72,18 @@ def test_bad_factors_are_named(net):
 def test_weissi_needs_matrices():
     with pytest.raises(ValueError):
         weissi_penalty({"bias": jnp.ones(3)}, 1.0, 1.0)
+
+
+def test_quick_run_gives_the_readme_numbers(tmp_path):
+    """`kexue run weissi.invariance` (quick preset, seed 0), whose numbers weissi/README.md quotes: the shifted
+    network's outputs move by < 1e-6 relative, L2 spans a factor 158 over s ∈ [−3, 3], WEISSI < 3e-5.
+    Fails if the shift stops preserving the function or the penalty stops being invariant."""
+    from shared.experiment import RunContext
+    from shared.report import Report
+    from weissi.configs import InvarianceConfig
+    from weissi.invariance import run
+
+    out = run(InvarianceConfig(), RunContext(out_dir=tmp_path, report=Report("weissi.invariance", tmp_path)))
+    assert out["max_relative_output_change"] < 1e-6
+    assert out["l2_ratio_range"] == pytest.approx(158, rel=0.01)
+    assert out["weissi_range"] < 3e-5
