@@ -4,7 +4,7 @@ CAIL2020, with BIO copy decoding and Sparse Softmax.
 
 import importlib
 
-from spaces.configs import FULL, QUICK, PipelineConfig
+from spaces.configs import FULL, QUICK, PipelineConfig, Softmax, Variant
 from spaces.data import Document, document_clauses, load_cail2020, split_clauses, truncated_clauses, write_cail2020
 from spaces.labelling import clause_labels, extract_matching, extract_pairs, oracle_score, oracle_text
 from spaces.metrics import PreparedText, corpus_rouge, lcs_length, prepare, rouge_scores, segment, weighted_rouge
@@ -18,7 +18,8 @@ _LAZY = {
     "generator": ("CopyGenerator", "copy_labels", "ema_update", "encode_pair", "encode_pairs", "generator_loss",
                   "lcs_alignment"),
     "generator_data": ("encode_generator_examples", "make_train_transform", "noise_tokens"),
-    "pipeline": ("run_pipeline", "GeneratorState"),
+    "pipeline": ("run_pipeline",),
+    "stages.generate": ("GeneratorState",),
     "vocab": ("Vocab", "init_word_embeddings"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
@@ -31,7 +32,8 @@ def __getattr__(name):
 
 
 __all__ = [
-    "FULL", "QUICK", "PipelineConfig", "Document", "document_clauses", "load_cail2020", "split_clauses",
+    "FULL", "QUICK", "PipelineConfig", "Softmax", "Variant", "Document", "document_clauses", "load_cail2020",
+    "split_clauses",
     "truncated_clauses", "write_cail2020", "clause_labels", "extract_matching", "extract_pairs", "oracle_score",
     "oracle_text", "corpus_rouge", "PreparedText", "prepare", "segment", "lcs_length", "rouge_scores",
     "weighted_rouge", "synthetic_documents", *_WHERE,

@@ -3,9 +3,48 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 
 from spaces.metrics import BACKENDS
+
+
+class Softmax(enum.Enum):
+    """The generator's output softmax: Sparse Softmax over the top `sparse_k` logits, or the dense one."""
+
+    SPARSE = "sparse"
+    DENSE = "dense"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One generator of the ablation: its softmax, and whether it trains with the copy loss (then it is
+    decoded both with and without the copy constraint; without the loss, only unconstrained)."""
+
+    softmax: Softmax
+    copy: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """"<sparse|dense>-<copy|nocopy>" (the config's `variants` entries); ValueError naming the entry."""
+        softmax, _, copy = text.partition("-")
+        if softmax not in ("sparse", "dense") or copy not in ("copy", "nocopy"):
+            raise ValueError(f"config.variants entry {text!r} must be '<sparse|dense>-<copy|nocopy>'")
+        return cls(Softmax(softmax), copy == "copy")
+
+    @property
+    def name(self) -> str:
+        """The config's spelling, which also names the checkpoint directory: e.g. "sparse-copy"."""
+        return f"{self.softmax.value}-{'copy' if self.copy else 'nocopy'}"
+
+    def decodings(self) -> tuple[bool, ...]:
+        """The `use_copy` settings it is decoded with."""
+        return (True, False) if self.copy else (False,)
+
+    def label(self, use_copy: bool) -> str:
+        """The report's name of one decoding, e.g. "sparse softmax, copy decoding"."""
+        return (f"{self.softmax.value} softmax, {'copy decoding' if use_copy else 'no copy constraint'}"
+                + ("" if self.copy else " (no copy loss)"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +121,19 @@ class PipelineConfig:
             raise ValueError(f"config.user_dict: jieba user dictionary {self.user_dict!r} does not exist")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"config.threshold must lie in (0, 1), got {self.threshold}")
-        for v in self.variants:
-            softmax, _, copy = v.partition("-")
-            if softmax not in ("sparse", "dense") or copy not in ("copy", "nocopy"):
-                raise ValueError(f"config.variants entry {v!r} must be '<sparse|dense>-<copy|nocopy>'")
+        self.generators()  # each entry parses
+
+    def generators(self) -> tuple[Variant, ...]:
+        """`variants` as typed `Variant`s, in order."""
+        return tuple(Variant.parse(v) for v in self.variants)
+
+    def sparse_k_of(self, variant: Variant) -> int:
+        """Sparse Softmax's k for `variant` (0: dense)."""
+        return self.sparse_k if variant.softmax is Softmax.SPARSE else 0
+
+    def copy_weight_of(self, variant: Variant) -> float:
+        """The copy loss's weight for `variant` (0 without the copy loss)."""
+        return self.copy_weight if variant.copy else 0.0
 
 
 QUICK = PipelineConfig()

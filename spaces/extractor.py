@@ -15,7 +15,7 @@ the real clauses. Extraction keeps the clauses with p_n > 0.2, none if no clause
 K-fold: `kfold_masks` splits documents into k folds; `shared.train.make_step` is vmapped over the k
 models (each fold's documents weighted 0 in its own model), so all folds train in one jitted step;
 the pipeline then reads each training document's probabilities from the fold model that never saw
-it (`spaces.pipeline.run`).
+it (`spaces.stages.extract`).
 """
 
 from __future__ import annotations
