@@ -15,5 +15,6 @@ EXPERIMENTS: dict[str, Experiment] = {
                              "descent+ascent of size ε = −ε²∇(½‖∇L‖²) + O(ε³), checked on a log-log plot"),
     "cifar10": Experiment("flooding.cifar10", lazy_run("flooding.cifar:run"),
                           {"quick": configs.CIFAR_QUICK, "full": configs.CIFAR_FULL},
-                          "CIFAR-10 ResNet-18 flood-level sweep (needs a prepared TFDS data_dir)", reproduce=False),
+                          "CIFAR-10 ResNet-18 flood-level sweep (needs a prepared TFDS data_dir)", reproduce=False,
+                          evaluate=lazy_run("flooding.cifar:evaluate_run")),
 }

@@ -1,14 +1,17 @@
-"""Image classification on the harness: the ResNet factory, evaluation sums, and one complete
+"""Image classification on the harness: the ResNet factory, evaluation sums, one complete
 train-then-evaluate run (used by the CIFAR-10 configs of `flooding` and `weissi`, which read their
-train/val/test splits with `shared.cifar_files.train_val_test`).
+train/val/test splits with `shared.cifar_files.train_val_test`), and what `kexue eval` reports for a
+classifier: accuracy, per-class error and balanced error (`class_errors`, `evaluate_checkpoints`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -16,7 +19,8 @@ from shared.experiment import RunContext
 from shared.models import ResNet18, cifar_resnet
 from shared.trainer import Loop, Trainer
 
-__all__ = ["make_resnet", "unit_images", "classification_sums", "train_and_evaluate"]
+__all__ = ["make_resnet", "unit_images", "classification_sums", "make_trainer", "train_and_evaluate", "class_errors",
+           "predict_labels", "evaluate_checkpoints", "errors_table"]
 
 
 def make_resnet(name: str, num_classes: int, seed: int) -> nnx.Module:
@@ -46,6 +50,11 @@ def classification_sums(model: nnx.Module, batch: dict, preprocess: Callable = l
     return {"loss": (losses * batch["weight"]).sum(), "accuracy": (correct * batch["weight"]).sum()}
 
 
+def make_trainer(model: nnx.Module, tx: optax.GradientTransformation, loss: Callable, config) -> Trainer:
+    """The trainer of `train_and_evaluate` (also what `kexue eval` restores a checkpoint into)."""
+    return Trainer(model, tx, loss, seed=config.seed, eval_metrics=lambda m, b: classification_sums(m, b, unit_images))
+
+
 def train_and_evaluate(model: nnx.Module, tx: optax.GradientTransformation, loss: Callable, *, config,
                        ctx: RunContext, train_source, eval_sets: dict, num_steps: int, name: str) -> dict:
     """Trains `model` with `loss(model, batch, rng) -> (scalar, metrics)` through `shared.trainer`
@@ -54,8 +63,7 @@ def train_and_evaluate(model: nnx.Module, tx: optax.GradientTransformation, loss
     `config` needs `seed`, `batch_size`, `eval_batch_size`, `checkpoint_every`; images are uint8 and
     scaled to [0, 1] for evaluation. Returns {"<set>_accuracy", "<set>_loss"} for each evaluation set.
     """
-    trainer = Trainer(model, tx, loss, seed=config.seed,
-                      eval_metrics=lambda m, b: classification_sums(m, b, unit_images))
+    trainer = make_trainer(model, tx, loss, config)
     loop = Loop(num_steps=num_steps, batch_size=config.batch_size, seed=config.seed, log_every=min(100, num_steps),
                 checkpoint_every=config.checkpoint_every)
     trainer.fit(train_source, loop, ctx=ctx, name=name, config=config)
@@ -64,3 +72,60 @@ def train_and_evaluate(model: nnx.Module, tx: optax.GradientTransformation, loss
         res = trainer.evaluate(arrays, config.eval_batch_size)
         out[f"{split}_accuracy"], out[f"{split}_loss"] = res["accuracy"], res["loss"]
     return out
+
+
+def class_errors(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """Accuracy, per-class error e_c = P(ŷ ≠ c | y = c) (None for a class without examples) and the balanced
+    error, the mean of e_c over the classes present. predicted, labels: int [N]."""
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    per_class = [float(np.mean(predicted[labels == c] != c)) if np.any(labels == c) else None
+                 for c in range(num_classes)]
+    return {"accuracy": float(np.mean(predicted == labels)), "per_class_error": per_class,
+            "balanced_error": float(np.mean([e for e in per_class if e is not None]))}
+
+
+def predict_labels(trainer: Trainer, state, images: np.ndarray, batch_size: int,
+                   preprocess: Callable = lambda x: x) -> np.ndarray:
+    """argmax of the restored model's logits (eval mode) on images [N, ...]: int [N], in fixed-size batches."""
+    from shared.train import map_fixed_batches
+
+    @jax.jit
+    def labels(params, model_state, x):
+        model = nnx.merge(trainer.graphdef, params, model_state)
+        model.eval()
+        return model(preprocess(x)).argmax(-1)
+
+    return map_fixed_batches(lambda x: labels(state.params, state.model_state, x), (images,), batch_size)
+
+
+def evaluate_checkpoints(run, trainers: Mapping[str, Callable[[], Trainer]], eval_sets: Mapping[str, dict],
+                         num_classes: int, batch_size: int, preprocess: Callable = unit_images) -> dict[str, dict]:
+    """`kexue eval` of classification runs: each named model's checkpoint (`run.checkpoint_dir(name)`, best
+    else newest, or `--step`) restored into `trainers[name]()` and scored on every evaluation set.
+
+    Returns {name: {"step": int, set: `class_errors`}}. `run` is a `shared.use.RunDir`.
+    """
+    from shared.use import restore_model
+
+    out: dict[str, dict] = {}
+    for name, build in trainers.items():
+        trainer = build()
+        state = restore_model(trainer, run, name)
+        out[name] = {"step": int(state.step)}
+        for split, arrays in eval_sets.items():
+            predicted = predict_labels(trainer, state, arrays["image"], batch_size, preprocess)
+            out[name][split] = class_errors(predicted, arrays["label"], num_classes)
+    return out
+
+
+def errors_table(results: Mapping[str, dict], splits: tuple[str, ...] = ("val", "test")) -> str:
+    """A markdown table of `evaluate_checkpoints`'s results: accuracy and balanced error (%) per set,
+    and the per-class errors (%) of the last set."""
+    head = ["model", "step"] + [f"{s} {m} %" for s in splits for m in ("accuracy", "balanced error")]
+    rows = ["| " + " | ".join(head) + f" | {splits[-1]} per-class error % |", "|" + "---|" * (len(head) + 1)]
+    for name, r in results.items():
+        cells = [name, str(r["step"])]
+        cells += [f"{100 * r[s][k]:.2f}" for s in splits for k in ("accuracy", "balanced_error")]
+        cells.append(" ".join("—" if e is None else f"{100 * e:.0f}" for e in r[splits[-1]]["per_class_error"]))
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)

@@ -14,12 +14,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 import optax
 from flax import nnx
 
 from shared import data
-from shared.classification import classification_sums
+from shared.classification import class_errors, classification_sums, predict_labels
 from shared.configs import DigitsMLPConfig
 from shared.experiment import RunContext
 from shared.models import MLP
@@ -90,11 +89,10 @@ def evaluate_run(run) -> dict:
     state = restore_model(trainer, run, best_metric="accuracy")
     test = dict(zip(("image", "label"), data.digits("test")))
     result = trainer.evaluate(test, run.config.eval_batch_size, state)
-    model = nnx.merge(trainer.graphdef, state.params, state.model_state)
-    predicted = np.asarray(model(test["image"])).argmax(-1)
-    per_class = [float(np.mean(predicted[test["label"] == c] != c)) for c in range(10)]
+    errors = class_errors(predict_labels(trainer, state, test["image"], run.config.eval_batch_size), test["label"], 10)
+    per_class = errors["per_class_error"]
     metrics = {"test_accuracy": result["accuracy"], "test_loss": result["loss"], "per_class_error": per_class,
-               "balanced_error": float(np.mean(per_class)), "step": int(state.step)}
+               "balanced_error": errors["balanced_error"], "step": int(state.step)}
     write_outputs(run, "eval", metrics, [
         f"# shared.digits_mlp: evaluation of {run.path} at step {int(state.step)}",
         f"test accuracy {metrics['test_accuracy']:.4f} (target >= 0.95), test loss {metrics['test_loss']:.4f}, "

@@ -7,6 +7,8 @@ weissi; Adam (`adam_lr`, cosine) for adamw / decoupled_weissi. Our choice of gri
 not obtained here. Data: `config.data_dir` holds the CIFAR-10 python release or a TFDS build
 (`shared.cifar_files`). With BatchNorm after every conv, those kernels are scale-invariant on their own
 (van Laarhoven 2017): the regularisers then mainly act as effective learning-rate controls.
+`kexue eval weissi.cifar10 --run DIR` restores every (method, λ) run (or `--model weissi_0.01`) and reports
+accuracy, per-class and balanced error on validation and test (`evaluate_run`).
 """
 
 from __future__ import annotations
@@ -45,8 +47,12 @@ def method_parts(config: CifarConfig, method: str, lam: float, num_steps: int):
     raise ValueError(f"config.methods: unknown method {method!r}")
 
 
-def train_one(config: CifarConfig, method: str, lam: float, ctx: RunContext, train_source, eval_sets) -> dict:
-    steps = config.steps_override or config.num_epochs * (len(train_source) // config.batch_size)
+def num_steps(config: CifarConfig, num_train: int) -> int:
+    return config.steps_override or config.num_epochs * (num_train // config.batch_size)
+
+
+def run_parts(config: CifarConfig, method: str, lam: float, steps: int):
+    """(optax transform, loss(model, batch, rng) -> (CE + penalty, metrics)) of one (method, λ) run."""
     tx, penalty = method_parts(config, method, lam, steps)
 
     def loss(model, batch, rng):
@@ -54,6 +60,12 @@ def train_one(config: CifarConfig, method: str, lam: float, ctx: RunContext, tra
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
         return ce + penalty(nnx.state(model, nnx.Param)), {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}
 
+    return tx, loss
+
+
+def train_one(config: CifarConfig, method: str, lam: float, ctx: RunContext, train_source, eval_sets) -> dict:
+    steps = num_steps(config, len(train_source))
+    tx, loss = run_parts(config, method, lam, steps)
     return train_and_evaluate(make_resnet(config.model, 10, config.seed), tx, loss, config=config, ctx=ctx,
                               train_source=train_source, eval_sets=eval_sets, num_steps=steps,
                               name=f"{method}_{lam:g}")
@@ -71,4 +83,38 @@ def run(config: CifarConfig, ctx: RunContext) -> dict:
     ctx.report.text(f"{config.model} on {config.dataset}; λ chosen per method on {config.val_size} held-out training "
                     f"images. Published (Liu et al. 2020): see paper.")
     ctx.report.table(["method", "λ", "val acc", "test acc", "chosen"], rows)
+    return metrics
+
+
+def evaluate_run(run) -> dict:
+    """`kexue eval weissi.cifar10 --run DIR`: every (method, λ) checkpoint (or `--model METHOD_λ`) on the
+    validation and test sets: accuracy, per-class and balanced error; per method the λ chosen on
+    validation accuracy as the run chooses it. Writes eval.json and eval.md."""
+    from shared.classification import errors_table, evaluate_checkpoints, make_trainer
+    from shared.overrides import UsageError
+    from shared.use import write_outputs
+
+    config = run.config
+    names = {f"{m}_{lam:g}": (m, lam) for m in config.methods for lam in config.grid(m)}
+    if run.model is not None and run.model not in names:
+        raise UsageError(f"--model {run.model!r}: the run trained {', '.join(names)}")
+    try:
+        train_source, eval_sets = train_val_test(config.dataset, config.val_size, config.data_dir)
+    except ValueError as error:  # the data the run was trained on is gone or damaged
+        raise UsageError(str(error).splitlines()[0]) from None
+    steps = num_steps(config, len(train_source))
+
+    def build(method: str, lam: float):
+        tx, loss = run_parts(config, method, lam, steps)
+        return make_trainer(make_resnet(config.model, 10, config.seed), tx, loss, config)
+
+    trainers = {name: (lambda ml=ml: build(*ml)) for name, ml in names.items() if run.model in (None, name)}
+    results = evaluate_checkpoints(run, trainers, eval_sets, 10, config.eval_batch_size)
+    chosen = {m: max((n for n in results if names[n][0] == m), key=lambda n: results[n]["val"]["accuracy"])
+              for m in dict.fromkeys(names[n][0] for n in results)}
+    metrics = {**results, "chosen": chosen}
+    write_outputs(run, "eval", metrics, [
+        f"# weissi.cifar10: evaluation of {run.path}", errors_table(results),
+        "Chosen on validation accuracy: " + ", ".join(f"{m}: {n}" for m, n in chosen.items())
+        + ". Published (Liu et al. 2020): see paper."])
     return metrics

@@ -13,5 +13,5 @@ EXPERIMENTS: dict[str, Experiment] = {
     "cifar10": Experiment("weissi.cifar10", lazy_run("weissi.cifar:run"),
                           {"quick": configs.CIFAR_QUICK, "full": configs.CIFAR_FULL},
                           "CIFAR-10 ResNet-18, each regulariser over a small λ grid (needs a TFDS data_dir)",
-                          reproduce=False),
+                          reproduce=False, evaluate=lazy_run("weissi.cifar:evaluate_run")),
 }
