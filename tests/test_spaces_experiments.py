@@ -94,7 +94,6 @@ def test_quick_preset(tmp_path):
     dense = score["extract + generate: dense softmax, copy decoding"]
     assert dense > score["extract only"] + 0.02
     assert dense > score["extract + generate: dense softmax, no copy constraint"] + 0.1
-    assert metrics["wall_time_s"] < 300
 
 
 @pytest.mark.slow
