@@ -27,7 +27,7 @@ from flax import nnx
 from longtail import metrics
 from longtail.configs import CifarLTConfig
 from longtail.methods import make_loss
-from shared import cifar_files, data, train
+from shared import checks, cifar_files, data, train
 from shared.augment import random_crop_flip
 from shared.experiment import RunContext
 from shared.losses import posthoc_logit_adjustment
@@ -53,7 +53,7 @@ def load_split(config: CifarLTConfig, split: str) -> tuple[np.ndarray, np.ndarra
     """All of a split in memory (python release or TFDS): images uint8 [N, 32, 32, 3], labels int32 [N]."""
     with _mock_context(config):
         images, labels = cifar_files.load_split(config.dataset, split, config.data_dir)
-    metrics.check_labels(labels, config.num_classes)
+    checks.check_labels(labels, config.num_classes, ndim=1)
     return images, labels
 
 

@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from shared.checks import check_labels, is_concrete
 from shared.losses import posthoc_logit_adjustment
 
 __all__ = [
     "check_class_prior",
-    "check_labels",
     "class_prior",
     "accuracy",
     "per_class_error",
@@ -38,24 +38,10 @@ __all__ = [
 DEFAULT_TAUS = tuple(float(t) for t in np.round(np.arange(0.0, 3.01, 0.25), 2))  # the post-hoc τ grid
 
 
-def _concrete(*xs) -> bool:
-    return not any(isinstance(x, jax.core.Tracer) for x in xs)
-
-
-def check_labels(labels: ArrayLike, num_classes: int, name: str = "labels") -> jax.Array:
-    """Returns `labels` as an int array [N]; ValueError (naming `name`) if not 1-D ints in [0, K)."""
+def _labels(labels: ArrayLike, num_classes: int) -> jax.Array:
+    """`labels` as an int array [N]; ValueError (naming them) unless 1-D ints in [0, num_classes)."""
     labels = jnp.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array [N], got shape {labels.shape}")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"{name} must be integer class indices, got dtype {labels.dtype}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if _concrete(labels) and labels.size:
-        values = np.asarray(labels)  # on the host: also right for constants closed over by a jit
-        lo, hi = int(values.min()), int(values.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(f"{name} must lie in [0, {num_classes}), got values in [{lo}, {hi}]")
+    check_labels(labels, num_classes, ndim=1)
     return labels
 
 
@@ -67,7 +53,7 @@ def check_class_prior(class_prior: ArrayLike, num_classes: int | None = None, na
         raise ValueError(f"{name} must be a 1-D array [K], got shape {prior.shape}")
     if num_classes is not None and prior.shape[0] != num_classes:
         raise ValueError(f"{name} must have K={num_classes} entries, got {prior.shape[0]}")
-    if _concrete(prior):
+    if is_concrete(prior):
         values = np.asarray(prior, np.float64)
         if not np.all(values > 0):
             raise ValueError(f"{name} must be strictly positive (a class with prior 0 has log π = -inf), "
@@ -79,8 +65,8 @@ def check_class_prior(class_prior: ArrayLike, num_classes: int | None = None, na
 
 def class_prior(labels: ArrayLike, num_classes: int) -> jax.Array:
     """Empirical class prior π_y = n_y / N ([K], float32) of training labels [N]; every class must occur."""
-    labels = check_labels(labels, num_classes)
-    if _concrete(labels):
+    labels = _labels(labels, num_classes)
+    if is_concrete(labels):
         missing = np.flatnonzero(np.bincount(np.asarray(labels), minlength=num_classes) == 0).tolist()
         if missing:
             raise ValueError(f"labels: classes {missing} never occur, so their prior would be 0")
@@ -103,7 +89,7 @@ def per_class_error(predictions: ArrayLike, labels: ArrayLike, num_classes: int,
     Args: predictions [N] int; labels [N] int in [0, K); weights optional [N] (0 drops an example,
       e.g. padding). Returns: [K] float32.
     """
-    labels = check_labels(labels, num_classes)
+    labels = _labels(labels, num_classes)
     predictions = jnp.asarray(predictions)
     if predictions.shape != labels.shape:
         raise ValueError(f"predictions shape {predictions.shape} != labels shape {labels.shape}")
@@ -177,7 +163,7 @@ def tune_posthoc_tau(logits: ArrayLike, labels: ArrayLike, class_prior: ArrayLik
     """
     logits = jnp.asarray(logits)
     num_classes = logits.shape[-1]
-    check_labels(labels, num_classes)
+    _labels(labels, num_classes)
     prior = check_class_prior(class_prior, num_classes)
     grid = jnp.asarray(taus, jnp.float32)
     if grid.ndim != 1 or grid.size == 0:

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from shared.sparse_softmax import check_labels
+from shared.checks import check_labels, check_nonnegative, is_concrete
 
 __all__ = [
     "logit_adjusted_cross_entropy",
@@ -39,24 +39,15 @@ __all__ = [
 ]
 
 
-def _concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 def _check_prior(class_prior: ArrayLike, name: str = "class_prior", num_classes: int | None = None) -> jax.Array:
     prior = jnp.asarray(class_prior)
     if prior.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array [K], got shape {prior.shape}")
     if num_classes is not None and prior.shape[0] != num_classes:
         raise ValueError(f"{name} must have K={num_classes} entries (logits.shape[-1]), got {prior.shape[0]}")
-    if _concrete(prior) and not np.all(np.asarray(prior) > 0):
+    if is_concrete(prior) and not np.all(np.asarray(prior) > 0):
         raise ValueError(f"{name} must be strictly positive (zeros or negatives give log π = -inf/NaN), got {prior}")
     return prior
-
-
-def _check_nonneg(value, name: str):
-    if _concrete(value) and not np.all(np.asarray(value) >= 0):
-        raise ValueError(f"{name} must be >= 0, got {value}")
 
 
 def _check_logits_labels(logits: ArrayLike, labels: ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -93,7 +84,7 @@ def _spread(shifts, scale=1.0) -> float | None:
     """max over rows of (max − min) along the last axis of concrete `scale · shifts` ([K] or [K, K]);
     None when either is traced (computed from the caller's arguments: values derived inside a trace are
     tracers even when their inputs are constants)."""
-    if not (_concrete(shifts) and _concrete(scale)):
+    if not (is_concrete(shifts) and is_concrete(scale)):
         return None
     c = float(np.asarray(scale)) * np.asarray(shifts, np.float64)
     return float(np.max(c.max(axis=-1) - c.min(axis=-1)))
@@ -127,8 +118,8 @@ def logit_adjusted_cross_entropy(logits: ArrayLike, labels: ArrayLike, class_pri
     """
     logits, labels = _check_logits_labels(logits, labels)
     prior = _check_prior(class_prior, num_classes=logits.shape[-1])
-    _check_nonneg(tau, "tau")
-    spread = _spread(np.log(np.asarray(prior, np.float64)) if _concrete(prior) else prior, tau)
+    check_nonnegative(tau, "tau")
+    spread = _spread(np.log(np.asarray(prior, np.float64)) if is_concrete(prior) else prior, tau)
     return _shifted_cross_entropy(logits, labels, tau * jnp.log(_f32(prior)), spread)
 
 
@@ -155,7 +146,7 @@ def posthoc_logit_adjustment(logits: ArrayLike, class_prior: ArrayLike, tau: flo
     """
     logits = jnp.asarray(logits)
     prior = _check_prior(class_prior, num_classes=logits.shape[-1])
-    _check_nonneg(tau, "tau")
+    check_nonnegative(tau, "tau")
     shift = (tau * jnp.log(_f32(prior))).astype(logits.dtype)
     return logits - shift.reshape((1,) * (logits.ndim - 1) + shift.shape)
 
@@ -183,7 +174,7 @@ def pairwise_margin_loss(logits: ArrayLike, labels: ArrayLike, margins: ArrayLik
     if margins.shape != (num_classes, num_classes):
         raise ValueError(f"margins must have shape [K, K]=({num_classes}, {num_classes}), got {margins.shape}")
     off_diagonal = np.where(np.eye(num_classes, dtype=bool), 0.0, np.asarray(margins, np.float64)) \
-        if _concrete(margins) else None
+        if is_concrete(margins) else None
     c = None if off_diagonal is None else _difference_form(off_diagonal)
     if c is not None:  # Δ_yy' = c_y' − c_y: the loss is CE on f + c, with no [B, K] rows gathered
         loss = _shifted_cross_entropy(logits, labels, jnp.asarray(c, jnp.float32), _spread(c))
@@ -201,7 +192,7 @@ def pairwise_margin_loss(logits: ArrayLike, labels: ArrayLike, margins: ArrayLik
         w = jnp.asarray(class_weights)
         if w.shape != (num_classes,):
             raise ValueError(f"class_weights must have shape [K]=({num_classes},), got {w.shape}")
-        _check_nonneg(w, "class_weights")
+        check_nonnegative(w, "class_weights")
         loss = loss * _gather(w, labels).astype(loss.dtype)
     return loss
 
@@ -212,7 +203,7 @@ def logit_adjustment_margins(class_prior: ArrayLike, tau: float | jax.Array = 1.
     With α = 1, `pairwise_margin_loss` then equals `logit_adjusted_cross_entropy`.
     """
     prior = _check_prior(class_prior)
-    _check_nonneg(tau, "tau")
+    check_nonnegative(tau, "tau")
     log_p = jnp.log(_f32(prior))
     return tau * (log_p[None, :] - log_p[:, None])  # [K, K]
 
@@ -224,7 +215,7 @@ def ldam_margins(class_prior: ArrayLike, scale: float | jax.Array = 0.5) -> jax.
     (LDAM's `max_m`). Returns [K, K].
     """
     prior = _check_prior(class_prior)
-    _check_nonneg(scale, "scale")
+    check_nonnegative(scale, "scale")
     m = _f32(prior) ** -0.25
     m = scale * m / jnp.max(m)  # [K]
     k = prior.shape[0]
@@ -247,7 +238,7 @@ def weighted_cross_entropy(logits: ArrayLike, labels: ArrayLike, class_weights: 
     w = jnp.asarray(class_weights)
     if w.shape != (logits.shape[-1],):
         raise ValueError(f"class_weights must have shape [K]=({logits.shape[-1]},), got {w.shape}")
-    _check_nonneg(w, "class_weights")
+    check_nonnegative(w, "class_weights")
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return ce * _gather(w, labels).astype(ce.dtype)
 
@@ -261,14 +252,14 @@ def softmax_focal_loss(logits: ArrayLike, labels: ArrayLike, gamma: float | jax.
     Returns: [...].
     """
     logits, labels = _check_logits_labels(logits, labels)
-    _check_nonneg(gamma, "gamma")
+    check_nonnegative(gamma, "gamma")
     x = _f32(logits)
     log_p = _at_labels(jax.nn.log_softmax(x, axis=-1), labels)
     one_minus_p = -jnp.expm1(log_p)  # accurate 1 − p_y, in [0, 1]
     loss = -(one_minus_p**gamma) * log_p
     if alpha is not None:
         a = jnp.asarray(alpha, x.dtype)
-        _check_nonneg(a, "alpha")
+        check_nonnegative(a, "alpha")
         if a.ndim == 1:
             if a.shape != (logits.shape[-1],):
                 raise ValueError(f"alpha must be a scalar or shape [K]=({logits.shape[-1]},), got {a.shape}")
@@ -291,7 +282,7 @@ def binary_dice_loss(logits: ArrayLike, labels: ArrayLike, smooth: float | jax.A
     labels = jnp.asarray(labels)
     if logits.shape != labels.shape:
         raise ValueError(f"labels must have the shape of logits {logits.shape}, got {labels.shape}")
-    _check_nonneg(smooth, "smooth")
+    check_nonnegative(smooth, "smooth")
     x = _f32(logits).reshape(1, -1, 1)  # one "image" whose pixels are the batch, one channel
     y = labels.astype(x.dtype).reshape(1, -1, 1)
     # optax's dice is the Tversky form with α = β = ½: 1 − (TP + s)/(½(Σy + Σp) + s); pass s/2 so that

@@ -28,8 +28,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
+
+from shared.checks import check_labels
 
 __all__ = ["sparse_softmax", "sparse_softmax_cross_entropy", "top_k_mask"]
 
@@ -43,20 +44,6 @@ def _check_k(k, num_classes: int) -> int:
     if not 1 <= k <= num_classes:
         raise ValueError(f"k must satisfy 1 <= k <= K={num_classes} (number of classes), got k={k}")
     return k
-
-
-def check_labels(labels, num_classes: int, name: str = "labels") -> None:
-    """Raise ValueError if concrete integer `labels` fall outside [0, num_classes); no-op under jit."""
-    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-        raise ValueError(f"{name} must be integer class indices, got dtype {jnp.result_type(labels)}")
-    if isinstance(labels, jax.core.Tracer):
-        return
-    values = np.asarray(labels)
-    if values.size == 0:
-        return
-    lo, hi = int(values.min()), int(values.max())
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(f"{name} must lie in [0, {num_classes}) (K = number of classes), got values in [{lo}, {hi}]")
 
 
 _CHUNK = 128  # chunk width of the two-stage top-k

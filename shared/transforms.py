@@ -16,8 +16,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+
+from shared.checks import check_nonnegative
 
 __all__ = [
     "flood",
@@ -31,22 +32,13 @@ __all__ = [
 ]
 
 
-def _concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def _check_flood_level(b):
-    if _concrete(b) and not np.all(np.asarray(b) >= 0):
-        raise ValueError(f"flood level b must be >= 0, got {b}")
-
-
 def flood(loss: jax.Array, b: float | jax.Array) -> jax.Array:
     """Flooded objective (Ishida et al. 2020, Eq. 2): L̃ = |L − b| + b; its gradient is sign(L − b)·∇L.
 
     Apply to the mini-batch mean loss. Args: loss scalar (or any array, elementwise); b ≥ 0.
     Returns: same shape as `loss`. With b = 0 (and L ≥ 0) it is the plain loss.
     """
-    _check_flood_level(b)
+    check_nonnegative(b, "flood level b")
     return jnp.abs(loss - b) + b
 
 
@@ -56,7 +48,7 @@ def iflood(per_example_losses: jax.Array, b: float | jax.Array) -> jax.Array:
     Per example ([B] -> [B]); the iFlood objective is the mean of the result. Each example's
     gradient is sign(ℓ_i − b)·∇ℓ_i, so examples below the flood level are pushed back up.
     """
-    _check_flood_level(b)
+    check_nonnegative(b, "flood level b")
     return jnp.abs(per_example_losses - b) + b
 
 
@@ -76,7 +68,7 @@ def flooding(b: float | jax.Array) -> optax.GradientTransformationExtraArgs:
         tx = optax.chain(flooding(0.1), optax.sgd(0.1))
         updates, opt_state = tx.update(grads, opt_state, params, value=loss)
     """
-    _check_flood_level(b)
+    check_nonnegative(b, "flood level b")
 
     def init_fn(params):
         del params
@@ -108,7 +100,7 @@ def gradient_norm_penalty(loss_fn: Callable[..., jax.Array],
     Returns:
       `fn(params, *args) -> (value, grads)` with value = L̃ (scalar) and grads = ∇L̃ (tree of params).
     """
-    _check_nonneg(eps, "eps")
+    check_nonnegative(eps, "eps")
 
     def fn(params, *args):
         vg = lambda p: jax.value_and_grad(loss_fn)(p, *args)  # noqa: E731
@@ -120,11 +112,6 @@ def gradient_norm_penalty(loss_fn: Callable[..., jax.Array],
         return total, grads
 
     return fn
-
-
-def _check_nonneg(value, name):
-    if _concrete(value) and not np.all(np.asarray(value) >= 0):
-        raise ValueError(f"{name} must be >= 0, got {value}")
 
 
 def default_weissi_mask(params: Any) -> Any:
@@ -154,8 +141,8 @@ def weissi_penalty(params: Any, lambda1: float | jax.Array, lambda2: float | jax
     Returns: scalar (float32).
     Raises: ValueError if a lambda is negative or no leaf is selected.
     """
-    _check_nonneg(lambda1, "lambda1")
-    _check_nonneg(lambda2, "lambda2")
+    check_nonnegative(lambda1, "lambda1")
+    check_nonnegative(lambda2, "lambda2")
     mask = _resolve_mask(where, params)
     selected = [p for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m]
     if len(jax.tree.leaves(mask)) != len(jax.tree.leaves(params)):
@@ -186,7 +173,7 @@ def add_decoupled_weissi(weight: float | jax.Array, mask: Any = None) -> optax.G
       mask: None (leaves with ndim ≥ 2), a pytree of bools, or a callable params -> pytree of bools.
     Needs `params` in `update`.
     """
-    _check_nonneg(weight, "weight")
+    check_nonnegative(weight, "weight")
 
     def init_fn(params):
         del params
