@@ -26,11 +26,9 @@ separate worker (reported as `cold_*`), then races a worker that loads it, as a 
 `--compiler-options none` compiles our step with XLA's defaults instead of
 `shared.workarounds.cpu_compiler_options()` (the A/B of that choice).
 
-CPU run-time patches for the official code (its files are never edited): a `tensorboardX` stub module,
-`torch.Tensor.cuda` / `nn.Module.cuda` as identity, the fused sync-BN+Swish layer
-(`thirdparty.inplaced_sync_batchnorm.SyncBatchNormSwish`) replaced by a stub module whose class is
-`nn.BatchNorm2d` followed by SiLU (same maths, single process), and `neural_operations.SYNC_BN = False`
-(plain `nn.BatchNorm2d`, which is what SyncBN computes in one process).
+CPU run-time patches for the official code (its files are never edited): `scripts/nvae_official_cpu.py`
+(a `tensorboardX` stub, `.cuda()` as identity, the fused sync-BN+Swish layer as `nn.BatchNorm2d` + SiLU,
+`neural_operations.SYNC_BN = False`), shared with `scripts/make_nvae_parity_fixture.py`.
 """
 
 from __future__ import annotations
@@ -59,38 +57,13 @@ TOTAL_STEPS = 1000  # schedule length given to both sides (KL warm-up, lr warm-u
 PEER_DRIVER = r'''
 import json, resource, sys, time, types
 src, spec = sys.argv[1], json.loads(sys.argv[2])
-sys.path.insert(0, src)
-
-# patch 1: tensorboardX (imported by utils.py) -> stub
-class _NoWriter:
-    def __init__(self, *a, **k): pass
-    def __getattr__(self, name): return lambda *a, **k: None
-tbx = types.ModuleType("tensorboardX"); tbx.SummaryWriter = _NoWriter
-sys.modules.setdefault("tensorboardX", tbx)
+sys.path.insert(0, spec["patches_dir"])
+import nvae_official_cpu  # scripts/nvae_official_cpu.py: the CPU patches, shared with the parity fixture script
+official_model, utils, _ = nvae_official_cpu.patch(src)
+AutoEncoder, _NoWriter = official_model.AutoEncoder, nvae_official_cpu.NoWriter
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-# patch 2: hard-coded .cuda() -> identity on CPU
-torch.Tensor.cuda = lambda self, *a, **k: self
-nn.Module.cuda = lambda self, *a, **k: self
-
-# patch 3: fused SyncBN+Swish (CUDA-only) -> BatchNorm2d then SiLU, same maths in one process
-import thirdparty
-bn_stub = types.ModuleType("thirdparty.inplaced_sync_batchnorm")
-class SyncBatchNormSwish(nn.BatchNorm2d):
-    def forward(self, x):
-        return F.silu(super().forward(x))
-bn_stub.SyncBatchNormSwish = SyncBatchNormSwish
-sys.modules["thirdparty.inplaced_sync_batchnorm"] = bn_stub
-thirdparty.inplaced_sync_batchnorm = bn_stub
-
-import neural_operations
-neural_operations.SYNC_BN = False  # plain BatchNorm2d (no process group on CPU)
-import utils
-from model import AutoEncoder
 
 def say(kind, obj):
     sys.stdout.write("@@NVAE_BENCH " + kind + " " + json.dumps(obj) + "\n"); sys.stdout.flush()
@@ -302,7 +275,8 @@ def _peer_spec(config: str, batch: int, batch_file: pathlib.Path, threads: int =
                 kl_const_portion=1e-4, kl_const_coeff=cfg.kl_min_coeff, batch_size=batch)
     warm = max(1, round(TOTAL_STEPS * cfg.warmup_epochs / max(cfg.epochs, 1)))
     return {"args": args, "seed": cfg.seed, "batch": str(batch_file), "total_steps": TOTAL_STEPS,
-            "warmup_iters": warm, "warm_steps": WARM_STEPS, "threads": threads}
+            "warmup_iters": warm, "warm_steps": WARM_STEPS, "threads": threads,
+            "patches_dir": str(pathlib.Path(__file__).resolve().parent.parent / "scripts")}
 
 
 def _summary(windows: list[list[float]]) -> dict:

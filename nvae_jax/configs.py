@@ -44,9 +44,19 @@ class Config:
     warmup_epochs: int = 5
     weight_decay: float = 3e-4
     kl_anneal_portion: float = 0.3
-    kl_min_coeff: float = 1e-4
+    kl_const_portion: float = 1e-4  # official --kl_const_portion: β stays at kl_min_coeff for this part first
+    kl_min_coeff: float = 1e-4  # official --kl_const_coeff
     kl_balance: bool = True
     weight_decay_norm: float = 1e-2  # lambda for spectral + BN terms
+    weight_decay_norm_anneal: bool = False  # official flag: λ = exp((1−β) log λ_init + β log λ), β the KL coeff
+    weight_decay_norm_init: float = 10.0
+    # "official": lr from 0 linearly over the warm-up epochs, then cosine stepped per epoch (train.py);
+    # "per_step": warm-up from lr·1e-3, cosine per step (the quick digits run's fast setting)
+    lr_schedule: str = "official"
+    dmol_top_edge: float = 0.999  # 2x−1 above this scores as the top bin; 0.99 is the official code's (see layers)
+    random_flip: bool = True  # CIFAR-10 / CelebA-64 training: random horizontal flips, as the official transforms
+    test_binarize: str = "stochastic"  # MNIST test images: "stochastic" (official, fixed seed) or "threshold" (0.5)
+    bn_readjust_iters: int = 500  # BN re-estimation passes before sampling (official evaluate.py: 500)
     num_power_iter: int = 4
     num_iw_samples: int = 1000
     bf16: bool = False  # bf16 convs/BN/activations (params, latents, KL, likelihood stay float32)
@@ -79,6 +89,10 @@ class Config:
                 f"Config.image_size={self.image_size} is not divisible by the total downsampling {down} "
                 f"(2^(num_preprocess_blocks={self.num_preprocess_blocks} + num_latent_scales-1="
                 f"{self.num_latent_scales - 1}))")
+        if self.lr_schedule not in ("official", "per_step"):
+            raise ValueError(f"Config.lr_schedule must be 'official' or 'per_step', got {self.lr_schedule!r}")
+        if self.test_binarize not in ("stochastic", "threshold"):
+            raise ValueError(f"Config.test_binarize must be 'stochastic' or 'threshold', got {self.test_binarize!r}")
         if self.output == "dmol" and self.channels_in not in (1, 3):
             raise ValueError(f"Config.channels_in must be 1 or 3 for dmol output, got {self.channels_in}")
 
@@ -98,25 +112,28 @@ class Config:
 DIGITS = Config(dataset="digits", image_size=16, num_channels=8, num_preprocess_blocks=1,
                 num_preprocess_cells=1, num_postprocess_blocks=1, num_postprocess_cells=1,
                 num_latent_scales=2, num_groups_per_scale=1, num_latent_per_group=4,
-                epochs=30, batch_size=32, warmup_epochs=1, num_iw_samples=50, train_steps=200)
+                epochs=30, batch_size=32, warmup_epochs=1, num_iw_samples=50, train_steps=200,
+                kl_const_portion=0.0, lr_schedule="per_step", bn_readjust_iters=20)
 TINY_MNIST = Config(dataset="mnist", image_size=32, num_channels=16, num_preprocess_blocks=1,
                     num_preprocess_cells=2, num_postprocess_blocks=1, num_postprocess_cells=2,
                     num_latent_scales=2, num_groups_per_scale=2, num_latent_per_group=20)
+# The full configs follow the official protocol (the field defaults): whole test set (num_eval 0),
+# stochastically binarised MNIST test images, 500 BN passes before sampling, the official schedules.
 # batch_size is the global batch: the official per-GPU batch times the official GPU count
 # (MNIST 200 x 2, CIFAR-10 32 x 8, CelebA-64 16 x 8); an epoch is the dataset over that global batch.
 MNIST = Config(dataset="mnist", image_size=32, num_channels=32, num_preprocess_blocks=2,
                num_preprocess_cells=3, num_postprocess_blocks=2, num_postprocess_cells=3,
                num_latent_scales=2, num_groups_per_scale=10, adaptive_groups=True,
-               num_cell_per_group_enc=2, num_cell_per_group_dec=2, epochs=400, batch_size=400)
+               num_cell_per_group_enc=2, num_cell_per_group_dec=2, epochs=400, batch_size=400, num_eval=0)
 CIFAR10 = Config(dataset="cifar10", image_size=32, channels_in=3, output="dmol", num_channels=128,
                  num_preprocess_blocks=1, num_preprocess_cells=2, num_postprocess_blocks=1,
                  num_postprocess_cells=2, num_latent_scales=1, num_groups_per_scale=30,
-                 num_cell_per_group_enc=2, num_cell_per_group_dec=2, num_nf=1, epochs=400, batch_size=256)
+                 num_cell_per_group_enc=2, num_cell_per_group_dec=2, num_nf=1, epochs=400, batch_size=256, num_eval=0)
 CELEBA64 = Config(dataset="celeba64", image_size=64, channels_in=3, output="dmol", num_channels=64,
                   num_preprocess_blocks=1, num_preprocess_cells=2, num_postprocess_blocks=1,
                   num_postprocess_cells=2, num_latent_scales=3, num_groups_per_scale=20,
                   adaptive_groups=True, num_cell_per_group_enc=2, num_cell_per_group_dec=2, num_nf=1,
-                  epochs=90, batch_size=128, weight_decay_norm=1e-1)
+                  epochs=90, batch_size=128, weight_decay_norm=1e-1, num_eval=0)
 
 
 def smoke(cfg: Config) -> Config:

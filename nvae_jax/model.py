@@ -301,7 +301,7 @@ class NVAE(nnx.Module):
         return feats[::-1]
 
     def log_px(self, out: jax.Array, x: jax.Array) -> jax.Array:
-        """log p(x|z) per example [B]; x in [0, 1].
+        """log p(x|z) per example [B]; x in [0, 1] (DMoL and Normal score 2x − 1, as the official code).
 
         MNIST (28×28 padded to 32×32) is scored on the central 28×28 pixels only, as the official code's
         `crop_output`, so its NLL is in the paper's units.
@@ -313,9 +313,10 @@ class NVAE(nnx.Module):
                 lp = lp[:, 2:-2, 2:-2]
             return jnp.sum(lp, axis=(1, 2, 3))
         if cfg.output == "dmol":
-            return jnp.sum(dmol_log_prob(out, 2.0 * x - 1.0, cfg.num_mixtures, cfg.num_bits), axis=(1, 2))
-        mu, ls = jnp.split(out, 2, axis=-1)
-        return jnp.sum(hvae.normal_from_params(mu, ls).log_prob(x), axis=(1, 2, 3))
+            return jnp.sum(dmol_log_prob(out, 2.0 * x - 1.0, cfg.num_mixtures, cfg.num_bits, cfg.dmol_top_edge),
+                           axis=(1, 2))
+        mu, ls = jnp.split(out, 2, axis=-1)  # the official NormalDecoder: a density of 2x − 1 in [−1, 1]
+        return jnp.sum(hvae.normal_from_params(mu, ls).log_prob(2.0 * x - 1.0), axis=(1, 2, 3))
 
     def __call__(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """ELBO pieces: (recon NLL [B], KL per group [B, G], decoder output)."""

@@ -2,11 +2,13 @@
 
 loss = mean_b[recon_b + β·Σ_i w_i KL_bi] + λ·(Σ_convs σ_max(W) + Σ_BN max|γ|)      (NVAE Sec. 3.2, App. A)
 
-β warms up linearly from 1e-4 to 1 over `kl_anneal_portion` of training; w are the KL-balancing
-coefficients (shared.hvae.kl_balance, only while β < 1); σ_max by power iteration with persistent
-vectors (`spectral_penalty`, every conv, in a few zero-padded batches); Adamax(0.9, 0.999, eps 1e-3)
-with L2 3e-4 added to the gradient, lr linear warm-up then cosine to lr_min, on the flattened
-parameters. Reference: Vahdat & Kautz 2020, arXiv 2007.03898.
+β = `shared.hvae.kl_warmup_coeff`: kl_min_coeff for the first `kl_const_portion` of training, then
+linear to 1 over `kl_anneal_portion`; w are the KL-balancing coefficients (shared.hvae.kl_balance, only while β < 1);
+λ = `weight_decay_norm`, or annealed from `weight_decay_norm_init` with β (`spectral_coeff`); σ_max by
+power iteration with persistent vectors (`spectral_penalty`, every conv, in a few zero-padded batches);
+Adamax(0.9, 0.999, eps 1e-3) with L2 3e-4 added to the gradient and the lr schedule of `lr_schedule`,
+on the flattened parameters. CIFAR-10 and CelebA-64 batches are flipped left-right at random
+(`random_flip`, as the official training transforms). Reference: Vahdat & Kautz 2020, arXiv 2007.03898.
 
 β is a pure function of the step counter: the jitted step computes β(state.step) and hands it to the
 loss as `batch["beta"]` (a scalar made inside the step), so a resumed run sees exactly the β schedule
@@ -18,7 +20,6 @@ power-iteration vectors in `model_state`); exact resume.
 
 from __future__ import annotations
 
-import functools
 import math
 import pathlib
 from typing import Any
@@ -37,8 +38,46 @@ from shared.data import ArraySource
 from shared.experiment import RunContext
 from shared.trainer import Loop, Trainer
 
-__all__ = ["bn_penalty", "padded_buckets", "spectral_penalty", "make_optimizer", "nvae_loss", "make_trainer", "build",
-           "fit", "iw_nll", "nats_to_bpd"]
+__all__ = ["bn_penalty", "padded_buckets", "spectral_penalty", "spectral_coeff", "lr_schedule",
+           "make_optimizer", "nvae_loss", "make_trainer", "build", "fit"]
+
+
+def spectral_coeff(cfg: Config, beta: jax.Array) -> jax.Array:
+    """λ: `weight_decay_norm`, or with `weight_decay_norm_anneal` exp((1 − β) log λ_init + β log λ) (official)."""
+    if not cfg.weight_decay_norm_anneal:
+        return jnp.float32(cfg.weight_decay_norm)
+    if cfg.weight_decay_norm_init <= 0 or cfg.weight_decay_norm <= 0:
+        raise ValueError("weight_decay_norm_anneal needs weight_decay_norm_init > 0 and weight_decay_norm > 0")
+    return jnp.exp((1.0 - beta) * math.log(cfg.weight_decay_norm_init) + beta * math.log(cfg.weight_decay_norm))
+
+
+def lr_schedule(cfg: Config, total_steps: int, warmup_steps: int) -> optax.Schedule:
+    """The learning rate per step.
+
+    "official" (train.py): lr·step/W over the first W = `warmup_steps` steps (from 0), then a cosine
+    stepped once per epoch: lr_min + (lr_W − lr_min)·½(1 + cos(π e/E)) with e = epoch − warmup_epochs
+    (≥ 0), E = epochs − warmup_epochs − 1 and lr_W = lr·(W − 1)/W the last warm-up value (PyTorch's
+    recursive CosineAnnealingLR started from it); an epoch is total_steps / epochs steps.
+    "per_step": linear from lr·1e-3 to lr over W steps, then a cosine per step to lr_min.
+    """
+    lr, lr_min = cfg.learning_rate, cfg.learning_rate_min
+    if cfg.lr_schedule == "per_step":
+        warm = max(1, min(warmup_steps, total_steps - 1))
+        return optax.join_schedules([
+            optax.linear_schedule(lr * 1e-3, lr, warm),
+            optax.cosine_decay_schedule(lr, max(total_steps - warm, 1), alpha=lr_min / lr)], [warm])
+    warm = max(0, warmup_steps)
+    per_epoch = total_steps / max(cfg.epochs, 1)
+    span = max(cfg.epochs - cfg.warmup_epochs - 1, 1)
+    lr_w = lr * (warm - 1) / warm if warm > 0 else lr
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        e = jnp.clip(jnp.floor(step / per_epoch) - cfg.warmup_epochs, 0, span)
+        cosine = lr_min + (lr_w - lr_min) * 0.5 * (1.0 + jnp.cos(jnp.pi * e / span))
+        return cosine if warm == 0 else jnp.where(step < warm, lr * step / warm, cosine)
+
+    return schedule
 
 
 def bn_penalty(model: nnx.Module) -> jax.Array:
@@ -117,18 +156,14 @@ def spectral_penalty(model: nnx.Module, num_iter: int) -> jax.Array:
 
 
 def make_optimizer(cfg: Config, total_steps: int, warmup_steps: int) -> optax.GradientTransformation:
-    """Adamax(0.9, 0.999, eps 1e-3) with L2 `weight_decay` added to the gradient; lr warm-up then cosine.
+    """Adamax(0.9, 0.999, eps 1e-3) with L2 `weight_decay` added to the gradient; the lr of `lr_schedule`.
 
     Wrapped in `optax.flatten`: the optimiser works on one raveled vector, so its state is two flat
     arrays instead of two per parameter leaf, which removes many small kernels from the compiled step:
     faster to compile and to run on CPU (`benchmarks/bench_nvae.py`; figures in benchmarks/RESULTS.md,
     nvae_jax item 11). Same maths.
     """
-    warmup_steps = max(1, min(warmup_steps, total_steps - 1))
-    sched = optax.join_schedules([
-        optax.linear_schedule(cfg.learning_rate * 1e-3, cfg.learning_rate, warmup_steps),
-        optax.cosine_decay_schedule(cfg.learning_rate, max(total_steps - warmup_steps, 1),
-                                    alpha=cfg.learning_rate_min / cfg.learning_rate)], [warmup_steps])
+    sched = lr_schedule(cfg, total_steps, warmup_steps)
     return optax.flatten(optax.chain(optax.add_decayed_weights(cfg.weight_decay),
                                      optax.scale_by_adamax(0.9, 0.999, 1e-3), optax.scale_by_learning_rate(sched)))
 
@@ -136,19 +171,23 @@ def make_optimizer(cfg: Config, total_steps: int, warmup_steps: int) -> optax.Gr
 def nvae_loss(model: NVAE, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
     """NVAE objective for one batch: {"image": [B,H,W,C] in [0,1], "beta": [] (from the step)} → (loss, metrics).
 
-    MNIST (`cfg.dataset == "mnist"`) is binarised here, x ~ Bernoulli(pixel intensity), from the step key.
+    MNIST (`cfg.dataset == "mnist"`) is binarised here, x ~ Bernoulli(pixel intensity), from the step key;
+    CIFAR-10 / CelebA-64 images are flipped left-right with probability ½ each (`cfg.random_flip`).
     """
     cfg = model.cfg
     x = batch["image"]
     if cfg.dataset == "mnist":
         x = jax.random.bernoulli(jax.random.fold_in(rng, 1), x).astype(jnp.float32)
+    if cfg.random_flip and cfg.dataset in ("cifar10", "celeba64"):
+        flip = jax.random.bernoulli(jax.random.fold_in(rng, 2), 0.5, (x.shape[0], 1, 1, 1))
+        x = jnp.where(flip, x[:, :, ::-1], x)
     beta = batch["beta"]
     alpha = hvae.kl_balancer_coeffs(cfg.groups)
     recon, kl_groups, _ = model(x, jax.random.fold_in(rng, 0))
     kl_w, _ = hvae.kl_balance(kl_groups, beta, alpha, cfg.kl_balance)
     spec = spectral_penalty(model, cfg.num_power_iter)
     bn = bn_penalty(model)
-    loss = jnp.mean(recon + kl_w) + cfg.weight_decay_norm * (spec + bn)  # the batch reduction
+    loss = jnp.mean(recon + kl_w) + spectral_coeff(cfg, beta) * (spec + bn)  # the batch reduction
     nelbo = jnp.mean(recon + jnp.sum(kl_groups, axis=1))
     return loss, {"nelbo": nelbo, "recon": jnp.mean(recon), "kl": jnp.mean(jnp.sum(kl_groups, axis=1)),
                   "spectral": spec, "bn": bn, "beta": beta}
@@ -169,7 +208,8 @@ def make_trainer(cfg: Config, total_steps: int, mesh=None) -> Trainer:
 
     def with_beta(step):
         def beta_step(state, batch):
-            beta = hvae.kl_warmup_coeff(state.step, total_steps, cfg.kl_anneal_portion, cfg.kl_min_coeff)
+            beta = hvae.kl_warmup_coeff(state.step, total_steps, cfg.kl_anneal_portion, cfg.kl_min_coeff,
+                                        cfg.kl_const_portion)
             return step(state, {**batch, "beta": beta})
 
         return beta_step
@@ -201,25 +241,3 @@ def fit(cfg: Config, images, steps: int, *, ctx: RunContext | None = None,
     state, history = trainer.fit(source, loop, ctx=ctx, checkpoint_dir=checkpoint_dir, resume=resume,
                                  transform=transform, config=cfg, desc=desc)
     return trainer.graphdef, state, history
-
-
-def iw_nll(graphdef, state, x: jax.Array, key: jax.Array, k: int, chunk: int = 10) -> jax.Array:
-    """−log p(x) by the importance-weighted bound with k samples (eval-mode BN); per example [B], nats.
-
-    log p(x) ≈ logsumexp_k(log p(x|z_k) + log p(z_k) − log q(z_k|x)) − log K (shared.hvae.iw_log_likelihood).
-    """
-    @functools.partial(jax.jit, compiler_options=workarounds.cpu_compiler_options())
-    def weights(params, model_state, keys):
-        model = nnx.merge(graphdef, params, model_state)
-        model.eval()
-        return jax.lax.map(lambda kk: model.log_weight(x, kk), keys)  # [k, B]
-
-    keys = jax.random.split(key, k)
-    lw = jnp.concatenate([weights(state.params, state.model_state, keys[i:i + chunk])
-                          for i in range(0, k, chunk)], axis=0)
-    return -hvae.iw_log_likelihood(lw)
-
-
-def nats_to_bpd(nll: float, dims: int) -> float:
-    """bits/dim = NLL / (ln 2 · dims)."""
-    return nll / (math.log(2.0) * dims)

@@ -68,13 +68,13 @@ def evaluate_run(run: RunDir) -> dict:
     nll, start = [], time.perf_counter()
     for lo in tqdm_auto.tqdm(range(0, len(images), batch), desc=f"IW bound, K={k}", leave=False):
         x = jnp.asarray(images[lo:lo + batch])
-        nll.append(np.asarray(train.iw_nll(trainer.graphdef, state, x, jax.random.fold_in(jax.random.PRNGKey(1), lo), k,
-                                           chunk=chunk)))
+        key = jax.random.fold_in(jax.random.PRNGKey(1), lo)
+        nll.append(np.asarray(evaluate.iw_nll(trainer.graphdef, state, x, key, k, chunk=chunk)))
     per_image = np.concatenate(nll)
     value = float(per_image.mean())
     binary = config.dataset in ("digits", "mnist")
     unit = "nats" if binary else "bits/dim"
-    reported = value if binary else train.nats_to_bpd(value, int(np.prod(images.shape[1:])))
+    reported = value if binary else evaluate.nats_to_bpd(value, int(np.prod(images.shape[1:])))
     if config.dataset == "digits":
         published = PUBLISHED_DIGITS
     else:

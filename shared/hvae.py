@@ -156,12 +156,16 @@ def latent_group_step(
 
 
 def kl_warmup_coeff(step: jax.Array | int, total_steps: int, warmup_frac: float = 0.3,
-                    min_coeff: float = 1e-4) -> jax.Array:
-    """KL warm-up β(step) = clip(step / (warmup_frac · total_steps), min_coeff, 1) (NVAE App. A)."""
+                    min_coeff: float = 1e-4, const_frac: float = 0.0) -> jax.Array:
+    """KL warm-up β(step) = clip((step − c·T) / (warmup_frac · T), min_coeff, 1), T = total_steps (NVAE App. A).
+
+    c = `const_frac` holds β at min_coeff for the first c·T steps (the official `--kl_const_portion`,
+    whose `utils.kl_coeff` this is).
+    """
     if total_steps <= 0 or not 0.0 < warmup_frac <= 1.0:
         raise ValueError(f"kl_warmup_coeff: need total_steps > 0 and 0 < warmup_frac <= 1, got "
                          f"{total_steps}, {warmup_frac}")
-    beta = jnp.asarray(step, jnp.float32) / (warmup_frac * total_steps)
+    beta = (jnp.asarray(step, jnp.float32) - const_frac * total_steps) / (warmup_frac * total_steps)
     return jnp.clip(beta, min_coeff, 1.0)
 
 
