@@ -13,8 +13,11 @@ epoch on valid (greedy answer accuracy) is kept and decoded with beam 1/2/3. Tra
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import pathlib
+import shutil
 import time
 
 import optax
@@ -28,6 +31,8 @@ from shared.experiment import RunContext
 PUBLISHED = {("base", 1): (71.67, 71.65), ("base", 2): (71.81, 72.27), ("base", 3): (71.85, 72.35),
              ("large", 1): (74.51, 74.43), ("large", 2): (74.97, 74.99), ("large", 3): (75.04, 75.01)}
 EXPRESSION_CHARS = frozenset("0123456789.+-*/()")
+VOCAB_FILE = "vocab/vocab.txt"  # in the run directory: the tokeniser's vocabulary (simplified or the checkpoint's)
+MODEL_FILE = "unilm_config.json"  # in the run directory: the UniLM's dimensions (eval/predict need no checkpoint_dir)
 
 
 def load_splits(config) -> tuple[dict, dict]:
@@ -88,18 +93,38 @@ def build_model(config, splits: dict, vocab_dir: str | pathlib.Path):
                         "missing": info["missing"]}
 
 
+def save_model_files(out_dir: str | pathlib.Path, model, vocab: pathlib.Path | None) -> None:
+    """Writes `MODEL_FILE` into the run directory, and copies `vocab` (the checkpoint's vocab.txt) to
+    `VOCAB_FILE` (None: `build_model` already wrote the simplified vocabulary there)."""
+    out_dir = pathlib.Path(out_dir)
+    if vocab is not None:
+        (out_dir / VOCAB_FILE).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(vocab, out_dir / VOCAB_FILE)
+    (out_dir / MODEL_FILE).write_text(json.dumps(dataclasses.asdict(model.config), indent=2))
+
+
+def make_trainer(config: Ape210kConfig, model):
+    """The run's `shared.trainer.Trainer`: Adam at `config.learning_rate` on the UniLM seq2seq loss."""
+    from shared import unilm
+    from shared.trainer import Trainer
+
+    return Trainer(model, optax.adam(config.learning_rate), unilm.seq2seq_loss, seed=config.seed,
+                   learning_rate=config.learning_rate)
+
+
 def run_ape210k(config: Ape210kConfig, ctx: RunContext) -> dict:
     """Fine-tunes on train, keeps the best epoch on valid (beam 1), reports beam 1/2/3 valid/test."""
-    from shared import data, unilm
-    from shared.trainer import Loop, Trainer
+    from shared import data
+    from shared.trainer import Loop
 
     t0 = time.perf_counter()
     splits, summaries = load_splits(config)
     model, tok, init = build_model(config, splits, pathlib.Path(ctx.out_dir) / "vocab")
     arrays = encode(splits["train"], tok, config.max_source, config.max_target)
     steps_per_epoch = max(len(splits["train"]) // config.batch_size, 1)
-    trainer = Trainer(model, optax.adam(config.learning_rate), unilm.seq2seq_loss, seed=config.seed,
-                      learning_rate=config.learning_rate)
+    save_model_files(ctx.out_dir, model, None if init["kept_token_ids"] is not None
+                     else pathlib.Path(config.checkpoint_dir) / "vocab.txt")
+    trainer = make_trainer(config, model)
     graphdef = trainer.graphdef
     greedy = make_decoder(graphdef, 1, config.max_target + 1, tok.sep_id)
 

@@ -13,5 +13,5 @@ EXPERIMENTS: dict[str, Experiment] = {
         "mwp.ape210k", lazy_run("mwp.ape210k:run_ape210k"),
         {"quick": configs.APE210K_QUICK, "full": configs.APE210K_FULL, "large": configs.APE210K_LARGE},
         "BERT UniLM fine-tuned on the real Ape210K files (local data + HF checkpoint), beam 1/2/3",
-        reproduce=False),
+        reproduce=False, evaluate=lazy_run("mwp.use:evaluate_ape210k"), predict=lazy_run("mwp.use:predict_ape210k")),
 }

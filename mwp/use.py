@@ -1,6 +1,10 @@
-"""`kexue eval` and `kexue predict` for the synthetic solver's runs (as the Ape210K baseline's prediction script).
+"""`kexue eval` and `kexue predict` for the solver's runs (as the Ape210K baseline's prediction script).
 
-- eval: answer accuracy on valid and test at every beam of the run's config (the report's numbers again).
+Both experiments: `mwp.synthetic_solver` (character vocabulary, number slots) and `mwp.ape210k` (BERT
+UniLM, WordPiece vocabulary; the run directory holds `vocab/vocab.txt` and `unilm_config.json`, so
+neither command needs the BERT checkpoint directory; the best epoch's checkpoint on valid is restored).
+- eval: answer accuracy on valid and test at every beam of the run's config (the report's numbers again;
+  for Ape210K beside the post's).
 - predict: questions from the command line, or a JSON-lines file with Ape210K's fields (`original_text`,
   optional `id`), decoded in one batch with the KV-cached beam search at the largest configured beam.
   One JSON object per problem: the generated expression, its exact value from the safe evaluator, and
@@ -21,7 +25,8 @@ from mwp.tokenizer import CharTokenizer, fill_slots, number_slots
 from shared.overrides import UsageError
 from shared.use import RunDir, restore_model, write_outputs
 
-__all__ = ["MAX_QUESTION_CHARS", "evaluate_run", "predict_run", "read_questions"]
+__all__ = ["MAX_QUESTION_CHARS", "evaluate_run", "predict_run", "evaluate_ape210k", "predict_ape210k",
+           "read_questions"]
 
 MAX_QUESTION_CHARS = 2_000  # a word problem is a paragraph; Ape210K's longest question is far shorter
 
@@ -33,6 +38,27 @@ def _restored(run: RunDir):
     tok = CharTokenizer(path.read_text(encoding="utf-8").splitlines(), run.config.expression_tokens)
     trainer = synthetic_trainer(run.config, tok)
     return trainer, restore_model(trainer, run), tok
+
+
+def _restored_ape210k(run: RunDir):
+    """(trainer, the best epoch's state, tokenizer) from the run directory's own vocabulary and UniLM config."""
+    from flax import nnx
+
+    from mwp.ape210k import MODEL_FILE, VOCAB_FILE as APE_VOCAB, make_trainer
+    from mwp.tokenizer import WordPieceTokenizer
+    from shared import unilm
+
+    for name in (APE_VOCAB, MODEL_FILE):
+        if not (run.path / name).is_file():
+            raise UsageError(f"{run.path} has no {name} (kexue run mwp.ape210k writes it; runs from before it "
+                             "was written cannot be used)")
+    try:
+        model_config = unilm.UniLMConfig(**json.loads((run.path / MODEL_FILE).read_text()))
+        tok = WordPieceTokenizer(run.path / APE_VOCAB, expression_tokens=run.config.expression_tokens)
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"{run.path}: {error}") from None
+    trainer = make_trainer(run.config, unilm.UniLM(model_config, rngs=nnx.Rngs(0)))
+    return trainer, restore_model(trainer, run, best_metric="valid_beam1"), tok
 
 
 def evaluate_run(run: RunDir) -> dict:
@@ -49,6 +75,36 @@ def evaluate_run(run: RunDir) -> dict:
     return metrics
 
 
+def evaluate_ape210k(run: RunDir) -> dict:
+    """Answer accuracy at each beam on the run's Ape210K valid and test files (`config.data_dir`), beside
+    the post's; writes eval.json and eval.md."""
+    from mwp.ape210k import PUBLISHED, load_splits
+    from mwp.solver import answer_accuracy
+
+    config = run.config
+    trainer, state, tok = _restored_ape210k(run)
+    try:
+        splits, _ = load_splits(config)
+    except ValueError as error:
+        raise UsageError(f"config.data_dir: {error}") from None
+    results: dict = {}
+    rows = ["| beam | valid % | valid % (post) | test % | test % (post) |", "|---|---|---|---|---|"]
+    for beam in config.beams:
+        fn = functools.partial(make_decoder(trainer.graphdef, beam, config.max_target + 1, tok.sep_id),
+                               state.params, state.model_state)
+        for split in ("valid", "test"):
+            results[f"{split}_beam{beam}"] = answer_accuracy(fn, splits[split], tok, config.max_source,
+                                                             config.eval_batch_size)[0]
+        post = PUBLISHED.get((config.size, beam), ("—", "—"))
+        rows.append(f"| {beam} | {100 * results[f'valid_beam{beam}']:.2f} | {post[0]} | "
+                    f"{100 * results[f'test_beam{beam}']:.2f} | {post[1]} |")
+    metrics = {**results, "step": int(state.step)}
+    write_outputs(run, "eval", metrics, [
+        f"# {run.experiment} ({config.size}): evaluation of {run.path} at step {int(state.step)} (best on valid)",
+        "\n".join(rows), "Answer accuracy; the post: kexue.fm 2020-10-19."])
+    return metrics
+
+
 def read_questions(texts: list[str], input_file: str | None) -> list[dict]:
     """[{"id", "question"}] from command-line texts and/or a JSON-lines file of Ape210K records.
 
@@ -60,8 +116,8 @@ def read_questions(texts: list[str], input_file: str | None) -> list[dict]:
         path = pathlib.Path(input_file)
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise UsageError(f"--input {path}: cannot read it ({error.strerror or error})") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"--input {path}: cannot read it ({getattr(error, 'strerror', None) or error})") from None
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -82,13 +138,9 @@ def read_questions(texts: list[str], input_file: str | None) -> list[dict]:
     return problems
 
 
-def predict_run(run: RunDir) -> dict:
-    """Solves new problems (see the module docstring); returns {"predictions": [one dict per problem]}."""
-    problems = read_questions(run.options.get("texts", []), run.options.get("input"))
-    trainer, state, tok = _restored(run)
-    config = run.config
-    slotted = [number_slots(p["question"], "") if config.number_slots else (p["question"], "", [])
-               for p in problems]
+def _solve(trainer, state, tok, config, problems: list[dict], slots: bool) -> list[dict]:
+    """Decodes every problem in one batch at the largest beam; one output dict per problem."""
+    slotted = [number_slots(p["question"], "") if slots else (p["question"], "", []) for p in problems]
     source, lengths = encode_sources([{"question": q} for q, _, _ in slotted], tok, config.max_source)
     beam = max(config.beams)
     decode = functools.partial(make_decoder(trainer.graphdef, beam, config.max_target + 1, tok.sep_id),
@@ -104,4 +156,19 @@ def predict_run(run: RunDir) -> dict:
         except ExpressionError as error:
             out.update(value=None, answer=None, error=f"the expression does not evaluate: {error}")
         predictions.append(out)
-    return {"predictions": predictions, "step": int(state.step)}
+    return predictions
+
+
+def predict_run(run: RunDir) -> dict:
+    """Solves new problems (see the module docstring); returns {"predictions": [one dict per problem]}."""
+    problems = read_questions(run.options.get("texts", []), run.options.get("input"))
+    trainer, state, tok = _restored(run)
+    return {"predictions": _solve(trainer, state, tok, run.config, problems, run.config.number_slots),
+            "step": int(state.step)}
+
+
+def predict_ape210k(run: RunDir) -> dict:
+    """Solves new problems with an Ape210K run's best epoch (no number slots, as its training)."""
+    problems = read_questions(run.options.get("texts", []), run.options.get("input"))
+    trainer, state, tok = _restored_ape210k(run)
+    return {"predictions": _solve(trainer, state, tok, run.config, problems, slots=False), "step": int(state.step)}

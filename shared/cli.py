@@ -273,10 +273,18 @@ def _headline(metrics: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in scalars) or "done"
 
 
+USE_COMMANDS = {"eval": "evaluate", "sample": "sample", "predict": "predict"}  # command -> Experiment hook
+
+
+def use_commands(experiment: Experiment) -> list[str]:
+    """The `kexue eval | sample | predict` commands `experiment` offers."""
+    return [command for command, hook in USE_COMMANDS.items() if getattr(experiment, hook) is not None]
+
+
 def cmd_list(experiments: Mapping[str, Experiment]) -> int:
-    rows = [[name, ", ".join(exp.presets), "yes" if exp.reproduce else "no", exp.description]
-            for name, exp in experiments.items()]
-    print(markdown_table(["experiment", "presets", "in reproduce", "description"], rows))
+    rows = [[name, ", ".join(exp.presets), "yes" if exp.reproduce else "no", ", ".join(use_commands(exp)) or "—",
+             exp.description] for name, exp in experiments.items()]
+    print(markdown_table(["experiment", "presets", "in reproduce", "use a run", "description"], rows))
     return 0
 
 
@@ -360,10 +368,9 @@ def cmd_use(experiments: Mapping[str, Experiment], args: argparse.Namespace, res
     if args.name not in experiments:
         raise UsageError(f"unknown experiment {args.name!r}. Known: {', '.join(experiments)}")
     experiment = experiments[args.name]
-    hook = getattr(experiment, "evaluate" if args.command == "eval" else args.command)
+    hook = getattr(experiment, USE_COMMANDS[args.command])
     if hook is None:
-        offered = [n for n in experiments if getattr(experiments[n], "evaluate" if args.command == "eval"
-                                                          else args.command) is not None]
+        offered = [n for n, e in experiments.items() if args.command in use_commands(e)]
         raise UsageError(f"{args.name} offers no `kexue {args.command}`; experiments that do: {', '.join(offered)}")
     if args.model is not None and experiment.models and args.model not in experiment.models:
         raise UsageError(f"--model {args.model!r}: {args.name} trains {', '.join(experiment.models) or 'one model'}")
@@ -374,6 +381,10 @@ def cmd_use(experiments: Mapping[str, Experiment], args: argparse.Namespace, res
             raise UsageError(f"--temperature must be > 0, got {args.temperature}")
         if args.num < 1:
             raise UsageError(f"--num must be >= 1, got {args.num}")
+        if args.interpolate is not None and len(args.interpolate) % 2:
+            raise UsageError(f"--interpolate takes test-image indices in pairs, got {len(args.interpolate)}")
+        if args.steps < 2:
+            raise UsageError(f"--steps must be >= 2 (the two ends), got {args.steps}")
     overrides = _split_predict_args(rest, options) if args.command == "predict" else rest
     run = open_run(args.run, experiment.name, next(iter(experiment.presets.values())), overrides, step=args.step,
                    model=args.model or (experiment.models[0] if experiment.models else None), options=options)
@@ -436,8 +447,10 @@ def build_parser() -> KexueParser:
     for command, what in (("eval", "re-run an experiment's evaluation on a run's checkpoint "
                                    "(writes eval.json, eval.md)"),
                           ("sample", "draw samples from a run's generative model (NVAE)"),
-                          ("predict", "apply a run's model to new inputs (mwp: questions or --input FILE.jsonl)")):
-        use = sub.add_parser(command, help=what)
+                          ("predict", "apply a run's model to new inputs (mwp: questions or --input FILE.jsonl; "
+                                      "spaces: --input DOC.json)")):
+        use = sub.add_parser(command, help=what, description=f"{what}. `kexue list` shows, in its column "
+                             "'use a run', which experiments offer it.")
         use.add_argument("name", help="the experiment, e.g. nvae_jax.digits")
         use.add_argument("--run", required=True, metavar="DIR", help="the run directory that `kexue run` wrote")
         use.add_argument("--step", type=int, default=None, help="this checkpoint (default: best, else newest)")
@@ -453,8 +466,14 @@ def build_parser() -> KexueParser:
             use.add_argument("--seed", type=int, default=0)
             use.add_argument("--reconstruct", action="store_true",
                              help="also a grid of test images and reconstructions")
+            use.add_argument("--interpolate", nargs="*", type=int, default=None, metavar="I",
+                             help="also interpolate between the top-group posterior means of test images I J (in "
+                                  "pairs; none given: 0 1 2 3 4 5 6 7), the lower groups sampled at the temperature")
+            use.add_argument("--steps", type=int, default=8, help="images per interpolation row, both ends included")
         if command == "predict":
-            use.add_argument("--input", default=None, metavar="FILE", help="a JSON-lines file of inputs")
+            use.add_argument("--input", default=None, metavar="FILE",
+                             help="a JSON-lines file of inputs (spaces: one CAIL2020 document or JSON lines of them)")
+            use.add_argument("--fold", type=int, default=0, help="spaces: which fold's extractor (default 0)")
     rep = sub.add_parser("reproduce", help="run every package's headline experiments")
     rep.add_argument("--quick", action="store_true", help="quick presets on embedded data (CPU minutes)")
     rep.add_argument("--only", nargs="+", default=None, metavar="PKG", help="only these packages")

@@ -24,7 +24,8 @@ CI = (ROOT / ".ci" / "run").read_text()
 # (`--overwrite`, `--allow-config-change`, ...) need no change here.
 VALUE_OPTIONS = {"--preset", "--out", "--reports", "--coordinator", "--num-processes", "--process-id",
                  "--config-file", "--run", "--step", "--model", "--temperature", "--num", "--seed", "--input",
-                 "--bn-iterations"}
+                 "--bn-iterations", "--steps", "--fold"}
+MULTI_VALUE_OPTIONS = {"--interpolate"}  # options of the use commands that take several values
 
 
 def _blocks(text: str, language: str) -> list[str]:
@@ -82,6 +83,9 @@ def _check_kexue(command: str, experiments: dict) -> None:
             while i + 1 < len(rest) and not rest[i + 1].startswith("--"):
                 i += 1
                 overrides.append(rest[i])
+        elif token in MULTI_VALUE_OPTIONS:
+            while i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+                i += 1
         elif token in VALUE_OPTIONS:
             i += 1
             if token == "--preset":

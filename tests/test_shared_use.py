@@ -110,8 +110,10 @@ def test_predict_reads_ape210k_jsonl(tmp_path, mwp_run):
 
 @pytest.mark.parametrize("question, needle", [("", "is empty"), ("题" * 10_000, "10,000 characters")])
 def test_predict_bad_questions(mwp_run, question, needle):
+    before = _snapshot(mwp_run)
     result = kexue("predict", "mwp.synthetic_solver", "--run", str(mwp_run), question)
     assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and _snapshot(mwp_run) == before
 
 
 def test_mwp_eval_reports_every_beam(mwp_run):
@@ -132,12 +134,39 @@ def test_sample_with_readjusted_bn_writes_a_grid_and_an_array(nvae_run):
     assert (nvae_run / "samples_t0.7.png").exists() and (nvae_run / "reconstructions.png").exists()
 
 
+def test_sample_interpolates_between_test_images(nvae_run):
+    result = kexue("sample", "nvae_jax.digits", "--run", str(nvae_run), "--temperature", "0.6", "--num", "4",
+                   "--interpolate", "0", "1", "5", "5", "--steps", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = np.load(nvae_run / "interpolation_t0.6.npy")
+    assert rows.shape == (2, 5, 16, 16, 1) and rows.min() >= 0.0 and rows.max() <= 1.0
+    assert (nvae_run / "interpolation_t0.6.png").exists()
+    np.testing.assert_allclose(rows[1], np.repeat(rows[1, :1], 5, axis=0), atol=1e-6)  # image 5 to itself: constant
+    assert np.abs(rows[0, 0] - rows[0, -1]).max() > 1e-5  # image 0 to image 1: the ends differ (2 training steps)
+
+
 @pytest.mark.parametrize("args, needle", [(["--temperature", "0"], "--temperature must be > 0"),
+                                          (["--temperature", "-1"], "--temperature must be > 0"),
                                           (["--num", "0"], "--num must be >= 1"),
-                                          (["--model", "gan"], "--model 'gan'")])
+                                          (["--model", "gan"], "--model 'gan'"),
+                                          (["--interpolate", "0"], "--interpolate takes test-image indices in pairs"),
+                                          (["--interpolate", "0", "9999"], "--interpolate 9999: the run's test set"),
+                                          (["--interpolate", "--steps", "1"], "--steps must be >= 2")])
 def test_sample_bad_input(nvae_run, args, needle):
+    before = _snapshot(nvae_run)
     result = kexue("sample", "nvae_jax.digits", "--run", str(nvae_run), *args)
     assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and _snapshot(nvae_run) == before
+
+
+def test_list_names_the_commands_each_experiment_offers():
+    result = kexue("list")
+    rows = {line.split("|")[1].strip(): line.split("|")[4].strip() for line in result.stdout.splitlines()[2:]}
+    assert rows["nvae_jax.digits"] == "eval, sample" and rows["mwp.ape210k"] == "eval, predict"
+    assert rows["rnn_grad.adding"] == "—"
+    refused = kexue("sample", "mwp.synthetic_solver", "--run", "/nonexistent")
+    assert refused.returncode == 2
+    assert "offers no `kexue sample`; experiments that do: nvae_jax.digits" in refused.stderr
 
 
 @pytest.mark.slow
@@ -149,3 +178,28 @@ def test_nvae_eval_within_monte_carlo_error_of_the_run(nvae_run):
         evaluated = json.loads((nvae_run / "eval.json").read_text())["test_nll_nats"]
         trained = json.loads((nvae_run / "metrics.json").read_text())[f"{model}_test_nll_nats"]
         assert evaluated == pytest.approx(trained, rel=0.05)
+
+
+@pytest.mark.slow
+def test_quick_presets_end_to_end(tmp_path):
+    """The quick presets as the READMEs show them: NVAE eval within Monte-Carlo error of the run, 64 samples
+    with --readjust-bn (500 passes) and interpolation rows; mwp predict of 100 problems in one batch."""
+    nvae = tmp_path / "nvae"
+    assert kexue("run", "nvae_jax.digits", "--out", str(nvae)).returncode == 0
+    assert kexue("eval", "nvae_jax.digits", "--run", str(nvae)).returncode == 0
+    evaluated = json.loads((nvae / "eval.json").read_text())["test_nll_nats"]
+    assert evaluated == pytest.approx(json.loads((nvae / "metrics.json").read_text())["nvae_test_nll_nats"], rel=0.02)
+    sampled = kexue("sample", "nvae_jax.digits", "--run", str(nvae), "--temperature", "0.7", "--num", "64",
+                    "--readjust-bn", "--interpolate")
+    assert sampled.returncode == 0, sampled.stderr[-3000:]
+    assert np.load(nvae / "samples_t0.7.npy").shape == (64, 16, 16, 1)
+    assert np.load(nvae / "interpolation_t0.7.npy").shape == (4, 8, 16, 16, 1)
+    mwp = tmp_path / "mwp"
+    assert kexue("run", "mwp.synthetic_solver", "--out", str(mwp)).returncode == 0
+    problems = tmp_path / "problems.jsonl"
+    records = [{"id": str(i), "original_text": f"小明有{i + 2}个苹果，又买了{i + 3}个，共几个？"} for i in range(100)]
+    problems.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    predicted = kexue("predict", "mwp.synthetic_solver", "--run", str(mwp), "--input", str(problems))
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    lines = [json.loads(line) for line in predicted.stdout.splitlines() if line.startswith("{")]
+    assert [p["id"] for p in lines] == [str(i) for i in range(100)]
