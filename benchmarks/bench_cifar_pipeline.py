@@ -88,7 +88,7 @@ def main() -> None:
             read_s.append(time.perf_counter() - start)
         images, labels, counts = cifar_lt.long_tailed_train(config)
 
-    per_epoch, _ = cifar_lt.num_steps(config, len(labels))
+    per_epoch, _ = cifar_lt.step_counts(config, len(labels))
     dataset = data.make_dataset(data.ArraySource({"image": images, "label": labels}),
                                 batch_size=config.batch_size, seed=0)
     step, params, rest, opt_state = make_step(config, counts, per_epoch)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from shared import losses as L
+from shared import losses
 from shared.sparse_softmax import sparse_softmax_cross_entropy
 from shared.transforms import gradient_norm_penalty
 
@@ -114,12 +114,13 @@ def main() -> None:
         shape = {"shape": [b, k]}
         if "la" in which:
             records.append(compare("logit_adjusted_cross_entropy vs dense CE",
-                                   vg(L.logit_adjusted_cross_entropy, prior), vg(dense_ce), (x, y), args.repeats,
+                                   vg(losses.logit_adjusted_cross_entropy, prior), vg(dense_ce), (x, y), args.repeats,
                                    inner=20, extra=shape, target=1.10))
         if "pairwise" in which:
-            margins = L.logit_adjustment_margins(prior, 1.0)
-            records.append(compare("pairwise_margin_loss(LA margins) vs dense CE", vg(L.pairwise_margin_loss, margins),
-                                   vg(dense_ce), (x, y), args.repeats, inner=20, extra=shape, target=1.10))
+            margins = losses.logit_adjustment_margins(prior, 1.0)
+            records.append(compare("pairwise_margin_loss(LA margins) vs dense CE",
+                                   vg(losses.pairwise_margin_loss, margins), vg(dense_ce), (x, y), args.repeats,
+                                   inner=20, extra=shape, target=1.10))
 
     if "la_head" in which:
         # the same losses where they are used: on the logits of a linear head, gradient w.r.t. its weights
@@ -135,10 +136,10 @@ def main() -> None:
 
         shape = {"shape": [b, d, k]}
         records.append(compare("linear head + logit-adjusted CE vs head + dense CE",
-                               head(L.logit_adjusted_cross_entropy, prior), head(dense_ce), (w, feats, y),
+                               head(losses.logit_adjusted_cross_entropy, prior), head(dense_ce), (w, feats, y),
                                args.repeats, inner=20, extra=shape))
         records.append(compare("linear head + pairwise_margin_loss vs head + dense CE",
-                               head(L.pairwise_margin_loss, L.logit_adjustment_margins(prior, 1.0)),
+                               head(losses.pairwise_margin_loss, losses.logit_adjustment_margins(prior, 1.0)),
                                head(dense_ce), (w, feats, y), args.repeats, inner=20, extra=shape))
 
     if "sparse" in which:

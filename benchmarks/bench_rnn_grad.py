@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from rnn_grad import cells, jacobians as J
+from rnn_grad import cells, jacobians
 
 
 def main() -> None:
@@ -42,14 +42,14 @@ def main() -> None:
     xs = 0.1 * jax.random.normal(jax.random.fold_in(key, 1), (B, T, d))
 
     start = time.perf_counter()
-    ours_c = jax.jit(jax.vmap(lambda x: J.long_range_norms(args.cell, params, x))).lower(xs).compile()
+    ours_c = jax.jit(jax.vmap(lambda x: jacobians.long_range_norms(args.cell, params, x))).lower(xs).compile()
     compile_ours = time.perf_counter() - start
 
     lags = np.unique(np.linspace(1, T, args.sampled_lags).round().astype(int))
     naive_c, compile_naive = {}, 0.0
     for lag in lags:
         t = int(T - lag)
-        fn = jax.jit(jax.vmap(lambda x, t=t: J.naive_jacobian_norm(args.cell, params, x, t)))
+        fn = jax.jit(jax.vmap(lambda x, t=t: jacobians.naive_jacobian_norm(args.cell, params, x, t)))
         start = time.perf_counter()
         naive_c[lag] = fn.lower(xs).compile()
         compile_naive += time.perf_counter() - start

@@ -27,7 +27,7 @@ from flax import nnx
 from longtail import metrics
 from longtail.configs import CifarLTConfig
 from longtail.methods import make_loss
-from shared import checks, cifar_files, data, train
+from shared import checks, cifar_files, data
 from shared.augment import random_crop_flip
 from shared.experiment import RunContext
 from shared.losses import posthoc_logit_adjustment
@@ -143,7 +143,7 @@ def optimizer(config: CifarLTConfig, steps_per_epoch: int) -> optax.GradientTran
                        optax.trace(decay=config.momentum, nesterov=config.nesterov))
 
 
-def num_steps(config: CifarLTConfig, num_train: int) -> tuple[int, int]:
+def step_counts(config: CifarLTConfig, num_train: int) -> tuple[int, int]:
     """(steps per epoch, total steps) for `num_train` long-tailed training images (⌊N / batch⌋ per epoch)."""
     per_epoch = max(1, num_train // config.batch_size)
     total = config.epochs * per_epoch
@@ -175,7 +175,7 @@ def predict(graphdef, state, images: np.ndarray, batch_size: int, scaling: str) 
         model.eval()
         return model(normalise(x, scaling))
 
-    return train.map_fixed_batches(lambda x: forward(state.params, state.model_state, x), (images,), batch_size)
+    return data.map_fixed_batches(lambda x: forward(state.params, state.model_state, x), (images,), batch_size)
 
 
 def score(config: CifarLTConfig, logits: dict[str, np.ndarray], y_test: np.ndarray, counts: np.ndarray):
@@ -213,7 +213,7 @@ def evaluate_run(run) -> dict:
     config = run.config
     _x_train, y_train, counts = long_tailed_train(config)
     x_test, y_test = load_split(config, "test")
-    per_epoch, _ = num_steps(config, len(y_train))
+    per_epoch, _ = step_counts(config, len(y_train))
     if run.model is not None and run.model not in config.methods:
         raise UsageError(f"--model {run.model!r}: the run trained {', '.join(config.methods)}")
     methods = [run.model] if run.model is not None else list(config.methods)
@@ -239,7 +239,7 @@ def run(config: CifarLTConfig, ctx: RunContext) -> dict:
     """Trains every method, evaluates balanced / per-class / group errors, compares with Table 3."""
     x_train, y_train, counts = long_tailed_train(config)
     x_test, y_test = load_split(config, "test")
-    per_epoch, total = num_steps(config, len(y_train))
+    per_epoch, total = step_counts(config, len(y_train))
     source = data.ArraySource({"image": x_train, "label": y_train})
     loop = Loop(num_steps=total, batch_size=config.batch_size, seed=config.seed, log_every=config.log_every,
                 checkpoint_every=config.checkpoint_every)
@@ -268,4 +268,4 @@ def run(config: CifarLTConfig, ctx: RunContext) -> dict:
 
 
 __all__ = ["PUBLISHED", "load_split", "long_tailed_train", "normalise", "make_model", "learning_rate_schedule",
-           "decay_mask", "optimizer", "num_steps", "build", "predict", "score", "evaluate_run", "run"]
+           "decay_mask", "optimizer", "step_counts", "build", "predict", "score", "evaluate_run", "run"]

@@ -91,7 +91,7 @@ def make_program(config: DigitsLTConfig, counts, graphdef, tx, methods=TRAINED_M
     return program
 
 
-def evaluate(test_logits: np.ndarray, y_test: np.ndarray, counts: np.ndarray, config: DigitsLTConfig,
+def method_errors(test_logits: np.ndarray, y_test: np.ndarray, counts: np.ndarray, config: DigitsLTConfig,
              methods=TRAINED_METHODS) -> dict:
     """Per-class errors [S, K] and balanced errors [S] of every method of `DIGITS_METHODS`, on the report half."""
     prior = jnp.asarray(counts / counts.sum(), jnp.float32)
@@ -126,7 +126,7 @@ def run_rho(config: DigitsLTConfig, rho: float) -> dict:
     start = time.perf_counter()
     state, logits, loss_curve = jax.block_until_ready(program(state, x, y, x_test))
     seconds = time.perf_counter() - start
-    result = evaluate(np.asarray(logits), y_test, counts, config)
+    result = method_errors(np.asarray(logits), y_test, counts, config)
     result.update(counts=counts, seconds=seconds, final_loss=np.asarray(loss_curve[-1]),
                   skipped=int(np.asarray(state.skipped).sum()))
     return result
@@ -188,4 +188,4 @@ def run(config: DigitsLTConfig, ctx: RunContext) -> dict:
     return out
 
 
-__all__ = ["long_tailed_digits", "init_states", "make_program", "evaluate", "run_rho", "run"]
+__all__ = ["long_tailed_digits", "init_states", "make_program", "method_errors", "run_rho", "run"]

@@ -24,7 +24,7 @@ import optax
 
 from mwp.configs import Ape210kConfig
 from mwp.data import load_ape210k
-from mwp.solver import answer_accuracy, encode, make_decoder, prepare
+from mwp.solver import answer_accuracy, encode, make_decoder, prepare_problems
 from shared.experiment import RunContext
 
 # answer accuracy (%) of the post, valid / test
@@ -42,7 +42,7 @@ def load_splits(config) -> tuple[dict, dict]:
     for split in ("train", "valid", "test"):
         path = root / f"{split}.ape.json"
         records, summary = load_ape210k(path, on_error="skip", limit=config.limit or None)
-        splits[split], summaries[split] = prepare(records, number_slot=False), summary
+        splits[split], summaries[split] = prepare_problems(records, number_slot=False), summary
     return splits, summaries
 
 

@@ -24,7 +24,7 @@ from mwp.tokenizer import CharTokenizer, fill_slots, number_slots
 from shared.experiment import RunContext
 
 
-def prepare(records: Sequence[dict], number_slot: bool) -> list[dict]:
+def prepare_problems(records: Sequence[dict], number_slot: bool) -> list[dict]:
     """Normalised problems -> {"question", "equation", "numbers", "value", ...} (slots applied if asked)."""
     out = []
     for r in records:
@@ -70,7 +70,7 @@ def answer_accuracy(decode_fn, problems: Sequence[dict], tokenizer, max_source: 
                     ) -> tuple[float, list[str]]:
     """Decodes every problem with `decode_fn(source [B, S], lens [B]) -> tokens [B, L]` (fixed batch
     size, the last batch padded) and returns (answer accuracy, predictions)."""
-    from shared.train import map_fixed_batches
+    from shared.data import map_fixed_batches
 
     if not problems:
         return 0.0, []
@@ -120,7 +120,7 @@ def synthetic_splits(config) -> dict[str, list[dict]]:
     """The synthetic train / valid / test problems of `config` (a pure function of the config)."""
     from mwp import synthetic
 
-    return {s: prepare(synthetic.generate_split(s, n, seed=config.seed), config.number_slots)
+    return {s: prepare_problems(synthetic.generate_split(s, n, seed=config.seed), config.number_slots)
             for s, n in (("train", config.train_size), ("valid", config.valid_size), ("test", config.test_size))}
 
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_grad import cells, jacobians as J
+from rnn_grad import cells, jacobians
 from rnn_grad.configs import JacobiansConfig
 from shared.experiment import RunContext
 
@@ -29,7 +29,7 @@ REFERENCE_SPECTRAL = {0.9: (0.31, 1.4e-3, 1.6e-6), 1.0: (0.85, 0.12, 6e-3), 1.1:
 @functools.partial(jax.jit, static_argnames=("cell", "power_iters"))
 def _long_range_norms_batch(cell, params, xs, power_iters):
     # params are arguments, not constants: one compilation per cell serves every gain / forget bias
-    return jax.vmap(lambda x: J.long_range_norms(cell, params, x, power_iters=power_iters))(xs)
+    return jax.vmap(lambda x: jacobians.long_range_norms(cell, params, x, power_iters=power_iters))(xs)
 
 
 def _measure(cell, params, xs, power_iters):
@@ -46,17 +46,17 @@ def _gated_analysis(cell, params, xs, gain, min_lag):
     coefficients (`gated_jacobians_from_coefficients`) with all terms and with each term left out, mean
     over the batch. The variants differ only in which coefficients are zeroed: one vmapped product.
     """
-    coef = jax.vmap(lambda x: J.gated_path_coefficients(cell, params, x))(xs)  # dict of [B, T, d]
-    names = ("all_terms", *(f"without_{t}" for t in ("candidate", *J.ODD_TERMS[cell])))
-    zeroed = {"without_candidate": "candidate_out", **{f"without_{t}": t for t in J.ODD_TERMS[cell]}}
+    coef = jax.vmap(lambda x: jacobians.gated_path_coefficients(cell, params, x))(xs)  # dict of [B, T, d]
+    names = ("all_terms", *(f"without_{t}" for t in ("candidate", *jacobians.ODD_TERMS[cell])))
+    zeroed = {"without_candidate": "candidate_out", **{f"without_{t}": t for t in jacobians.ODD_TERMS[cell]}}
     variants = jax.tree.map(lambda *a: jnp.stack(a), *[
         {k: jnp.zeros_like(v) if zeroed.get(name) == k else v for k, v in coef.items()} for name in names])
 
     def rate(c):  # c: dict of [B, T, d]
-        jacs = jax.vmap(lambda cb: J.gated_jacobians_from_coefficients(cell, params, cb))(c)  # [B, T, d, d]
-        return jnp.mean(jax.vmap(lambda j: J.product_log_rate(j[1:], min_lag))(jacs))
+        jacs = jax.vmap(lambda cb: jacobians.gated_jacobians_from_coefficients(cell, params, cb))(c)  # [B, T, d, d]
+        return jnp.mean(jax.vmap(lambda j: jacobians.product_log_rate(j[1:], min_lag))(jacs))
 
-    return (J.predicted_log_rate_gated(coef, gain), J.predicted_log_rate_diag(coef["keep"]),
+    return (jacobians.predicted_log_rate_gated(coef, gain), jacobians.predicted_log_rate_diag(coef["keep"]),
             {k: jnp.mean(v) for k, v in coef.items()}, dict(zip(names, jax.vmap(rate)(variants))))
 
 
@@ -83,10 +83,10 @@ def run(config: JacobiansConfig, ctx: RunContext) -> dict:
         for gi, g in enumerate(config.simple_gains):
             params = cells.init("simple", jax.random.fold_in(key, gi), d, d, gain=g)
             out = _measure("simple", params, xs, config.power_iters)
-            fit = float(J.fitted_log_rate(out["log_spec_h"], config.min_lag))
-            fit_f = float(J.fitted_log_rate(out["log_frob_h"], config.min_lag))
-            pred = float(J.predicted_log_rate_simple(g, out["hs"]))
-            fit_x = float(J.fitted_log_rate(out["log_grad_x"], config.min_lag))
+            fit = float(jacobians.fitted_log_rate(out["log_spec_h"], config.min_lag))
+            fit_f = float(jacobians.fitted_log_rate(out["log_frob_h"], config.min_lag))
+            pred = float(jacobians.predicted_log_rate_simple(g, out["hs"]))
+            fit_x = float(jacobians.fitted_log_rate(out["log_grad_x"], config.min_lag))
             k = f"g={g}" if si == 0 else f"g={g},input_scale={scale}"
             metrics["simple_rnn"][k] = {"fitted_log_rate": fit, "predicted_log_rate": pred,
                                         "fitted_log_rate_frobenius": fit_f, "fitted_log_rate_grad_x": fit_x,
@@ -108,11 +108,11 @@ def run(config: JacobiansConfig, ctx: RunContext) -> dict:
             params = cells.init(cell, jax.random.fold_in(key, 100 + fi), d, d, gain=config.gated_gain,
                                 forget_bias=fb)
             out = _measure(cell, params, xs, config.power_iters)
-            fit = float(J.fitted_log_rate(out[f"log_spec_{view}"], config.min_lag))
-            fit_f = float(J.fitted_log_rate(out[f"log_frob_{view}"], config.min_lag))
+            fit = float(jacobians.fitted_log_rate(out[f"log_spec_{view}"], config.min_lag))
+            fit_f = float(jacobians.fitted_log_rate(out[f"log_frob_{view}"], config.min_lag))
             pred, pred_f, coef_means, ablation = jax.tree.map(
                 float, _gated_analysis(cell, params, xs, config.gated_gain, config.min_lag))
-            fit_x = float(J.fitted_log_rate(out["log_grad_x"], config.min_lag))
+            fit_x = float(jacobians.fitted_log_rate(out["log_grad_x"], config.min_lag))
             entry = {"fitted_log_rate": fit, "predicted_log_rate": pred, "predicted_log_rate_forget_gate": pred_f,
                      "fitted_log_rate_frobenius": fit_f, "fitted_log_rate_grad_x": fit_x,
                      "mean_field_coefficients": coef_means, "term_ablation": ablation}
@@ -123,7 +123,7 @@ def run(config: JacobiansConfig, ctx: RunContext) -> dict:
                                               "reset_input")],
                                   fit_f - abl["all_terms"] if cell == "lstm" else None])
             if cell == "lstm":
-                entry["fitted_log_rate_state"] = float(J.fitted_log_rate(out["log_spec_state"], config.min_lag))
+                entry["fitted_log_rate_state"] = float(jacobians.fitted_log_rate(out["log_spec_state"], config.min_lag))
             metrics[mkey][f"forget_bias={fb}"] = entry
             spec = out[f"log_spec_{view}"].mean(0)
             rows.append([cell, f"forget_bias={fb}", config.gated_input_scale, fit, pred, pred_f, fit_f, fit_x,

@@ -87,7 +87,7 @@ def class_errors(predicted: np.ndarray, labels: np.ndarray, num_classes: int) ->
 def predict_labels(trainer: Trainer, state, images: np.ndarray, batch_size: int,
                    preprocess: Callable = lambda x: x) -> np.ndarray:
     """argmax of the restored model's logits (eval mode) on images [N, ...]: int [N], in fixed-size batches."""
-    from shared.train import map_fixed_batches
+    from shared.data import map_fixed_batches
 
     @jax.jit
     def labels(params, model_state, x):

@@ -12,6 +12,9 @@ Multi-host: each process builds the same pipeline with `process_index=jax.proces
 of the global shuffled order); `shared.train.shard_batch` assembles the global batch. Per-example
 transforms run on the global example index, before the per-process split, so a random transform
 draws the same numbers for an example whatever the number of processes.
+
+Host-side batching for evaluation and inference: `pad_batch` pads a batch to a fixed size with a
+`weight` field, `map_fixed_batches` runs a jitted function over fixed-size chunks (one compilation).
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grain
+import jax
 import numpy as np
 
 Example = dict[str, np.ndarray]
 RandomTransform = Callable[[Example, np.random.Generator], Example]  # (example, rng) -> example
+PyTree = Any
 
 
 # --------------------------------------------------------------------------------------- sources
@@ -187,3 +192,41 @@ def long_tail_subsample(labels: np.ndarray, rho: float, seed: int) -> np.ndarray
     rng = np.random.default_rng(seed)
     keep = [rng.choice(np.flatnonzero(labels == c), size=int(n), replace=False) for c, n in enumerate(counts)]
     return np.sort(np.concatenate(keep))
+
+
+def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """Pads every field of a host batch to `size` rows and adds `weight` (1 real, 0 padding)."""
+    n = len(next(iter(batch.values())))
+    if n > size:
+        raise ValueError(f"batch of {n} examples does not fit the evaluation batch size {size}")
+    padded = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+    padded["weight"] = (np.arange(size) < n).astype(np.float32)
+    return padded
+
+
+def map_fixed_batches(fn: Callable[..., PyTree], arrays: Sequence[np.ndarray], batch_size: int) -> PyTree:
+    """`fn` over row chunks of exactly `batch_size` rows, so a jitted `fn` compiles once; real rows only.
+
+    The last chunk is padded by repeating its last row (a valid input for any model, unlike zeros or
+    pad tokens), and the padded rows are dropped from the outputs.
+
+    Args:
+      fn: `fn(*chunks) -> outputs`, a pytree of arrays whose leading axis is the batch.
+      arrays: host arrays with the same number of rows N.
+      batch_size: rows per call.
+    Returns:
+      the outputs' pytree as NumPy arrays with N rows (chunks concatenated in order).
+    """
+    n = len(arrays[0])
+    if n == 0 or any(len(a) != n for a in arrays):
+        raise ValueError(f"map_fixed_batches: arrays need the same, non-zero number of rows, got "
+                         f"{[len(a) for a in arrays]}")
+    outs = []
+    for start in range(0, n, batch_size):
+        chunk = [np.asarray(a[start:start + batch_size]) for a in arrays]
+        real = len(chunk[0])
+        if real < batch_size:
+            chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - real, 0)]) for c in chunk]
+        out = jax.device_get(fn(*chunk))
+        outs.append(jax.tree.map(lambda o: np.asarray(o)[:real], out))  # noqa: B023 (called at once)
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)

@@ -31,7 +31,7 @@ import optax
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from shared import workarounds
+from shared import data, workarounds
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
@@ -78,7 +78,8 @@ def eval_shape_model(build: Callable[[nnx.Rngs], nnx.Module], seed: int = 0) -> 
     (≤ 0.10.2) builds that AttributeError's message by walking every equation traced so far (fixed
     upstream by jax-ml/jax#40041), so one key per layer made the trace quadratic in the model size
     (NVAE's full MNIST model: benchmarks/RESULTS.md, Harness). Keys, and so the shapes, are the same
-    either way.
+    either way. Only tests call it inside the suite; it stays as the documented way (shared/README.md)
+    to see a full-size config's parameter shapes without allocating them.
     """
     def init():
         var_defaults = getattr(nnx, "var_defaults", None)  # flax without it (<= 0.12.0) has no probe either
@@ -293,53 +294,17 @@ def build_eval_step(metric_fn: MetricFn, mesh: Mesh, state: TrainState, fsdp: bo
                    out_shardings=replicated(mesh))
 
 
-def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """Pads every field of a host batch to `size` rows and adds `weight` (1 real, 0 padding)."""
-    n = len(next(iter(batch.values())))
-    if n > size:
-        raise ValueError(f"batch of {n} examples does not fit the evaluation batch size {size}")
-    padded = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
-    padded["weight"] = (np.arange(size) < n).astype(np.float32)
-    return padded
-
-
-def map_fixed_batches(fn: Callable[..., PyTree], arrays: Sequence[np.ndarray], batch_size: int) -> PyTree:
-    """`fn` over row chunks of exactly `batch_size` rows, so a jitted `fn` compiles once; real rows only.
-
-    The last chunk is padded by repeating its last row (a valid input for any model, unlike zeros or
-    pad tokens), and the padded rows are dropped from the outputs.
-
-    Args:
-      fn: `fn(*chunks) -> outputs`, a pytree of arrays whose leading axis is the batch.
-      arrays: host arrays with the same number of rows N.
-      batch_size: rows per call.
-    Returns:
-      the outputs' pytree as NumPy arrays with N rows (chunks concatenated in order).
-    """
-    n = len(arrays[0])
-    if n == 0 or any(len(a) != n for a in arrays):
-        raise ValueError(f"map_fixed_batches: arrays need the same, non-zero number of rows, got "
-                         f"{[len(a) for a in arrays]}")
-    outs = []
-    for start in range(0, n, batch_size):
-        chunk = [np.asarray(a[start:start + batch_size]) for a in arrays]
-        real = len(chunk[0])
-        if real < batch_size:
-            chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - real, 0)]) for c in chunk]
-        out = jax.device_get(fn(*chunk))
-        outs.append(jax.tree.map(lambda o: np.asarray(o)[:real], out))  # noqa: B023 (called at once)
-    return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
-
-
 def evaluate(eval_step: EvalStep, state: TrainState, batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh,
              batch_size: int) -> dict[str, float]:
     """Runs `eval_step` over host batches (each padded to `batch_size`) and returns sums / count.
 
-    Sums stay on device until the end; one host transfer per evaluation.
+    Sums stay on device until the end; one host transfer per evaluation. The experiments evaluate
+    through `shared.trainer.Trainer.evaluate`; this one stays for a notebook that drives the harness
+    without a `Trainer` (the module's example).
     """
     totals = None
     for batch in batches:
-        sums = eval_step(state, shard_batch(pad_batch(batch, batch_size), mesh))
+        sums = eval_step(state, shard_batch(data.pad_batch(batch, batch_size), mesh))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
         raise ValueError("evaluate: no batches")

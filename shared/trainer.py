@@ -228,7 +228,7 @@ class Trainer:
         pi, pc = jax.process_index(), jax.process_count()
         totals = None
         for batch in data.batches_of(arrays, size):
-            padded = train.pad_batch(batch, size)
+            padded = data.pad_batch(batch, size)
             share = {k: v[pi * size // pc:(pi + 1) * size // pc] for k, v in padded.items()}
             sums = self.eval_step(state, train.shard_batch(share, self.mesh))
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)

@@ -1,6 +1,8 @@
 """Every backend workaround of the suite, each with its one-line reason and the benchmark that measured it.
 
-Model and harness code call these functions and never branch on the backend themselves. Figures live in
+Model and harness code call these functions and never branch on the backend themselves. Importing this
+module does not import jax (the `kexue` command calls `maybe_reexec` before anything else, and `kexue
+list` must stay fast): each function imports it when called. Figures live in
 `benchmarks/RESULTS.md` (the section named after each item); the reasons:
 
 - `depthwise_conv`: XLA:CPU's grouped convolution is several times slower than k² shifted multiply-adds,
@@ -30,12 +32,13 @@ import os
 import platform
 import sys
 import types
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    import jax
 
 __all__ = ["depthwise_conv", "init_normal", "init_uniform", "init_math", "concatenate_norms",
            "donate_state_argnums", "default_prefetch", "cpu_compiler_options", "TUNABLE", "OPT_OUT",
@@ -43,6 +46,8 @@ __all__ = ["depthwise_conv", "init_normal", "init_uniform", "init_math", "concat
 
 
 def _on_cpu() -> bool:
+    import jax
+
     return jax.default_backend() == "cpu"
 
 
@@ -56,12 +61,14 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     use the native grouped convolution. Both support every JAX transformation: grad / vjp / jacrev, and
     forward mode (jvp, linearize, jacfwd, Hessians).
     """
+    import jax
+
     if not _on_cpu():
         pad = _same_padding(kernel.shape[0])
         return jax.lax.conv_general_dilated(x, kernel, (1, 1), [pad, pad],
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                             feature_group_count=x.shape[-1])
-    return _depthwise_taps(x, kernel)
+    return _depthwise_taps()(x, kernel)
 
 
 def _same_padding(k: int) -> tuple[int, int]:
@@ -71,6 +78,8 @@ def _same_padding(k: int) -> tuple[int, int]:
 
 def _shifted_sum(x: jax.Array, kernel: jax.Array, lo: int, hi: int) -> jax.Array:
     """Σ_ij pad(x)[b, h+i, w+j, c] · kernel[i, j, 0, c], x padded by (lo, hi) on H and W: one XLA loop fusion."""
+    import jax.numpy as jnp
+
     k = kernel.shape[0]
     xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
     h, w = x.shape[1:3]
@@ -86,6 +95,8 @@ def _scattered_sum(dx: jax.Array, kernel: jax.Array) -> jax.Array:
     flipped kernel as k² slices of one padded buffer; the slice form's transpose pads k² copies of the
     cotangent instead, which is slower (benchmarks/bench_forward_mode.py).
     """
+    import jax.numpy as jnp
+
     k = kernel.shape[0]
     _lo, hi = _same_padding(k)
     h, w = dx.shape[1:3]
@@ -102,6 +113,9 @@ def _tap_scan(x: jax.Array, dkernel: jax.Array) -> jax.Array:
     stores no shifted copy of x; without the remat it stacks k² of them, and unrolled static slices
     are as slow (benchmarks/bench_forward_mode.py).
     """
+    import jax
+    import jax.numpy as jnp
+
     k = dkernel.shape[0]
     lo, hi = _same_padding(k)
     xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
@@ -116,29 +130,39 @@ def _tap_scan(x: jax.Array, dkernel: jax.Array) -> jax.Array:
     return acc
 
 
-@jax.custom_jvp
-def _depthwise_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return _shifted_sum(x, kernel, *_same_padding(kernel.shape[0]))
+@functools.cache
+def _depthwise_taps() -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """The CPU path, `_shifted_sum` with a custom JVP (built on first use, so importing this module does not
+    import jax).
 
-
-@_depthwise_taps.defjvp
-def _depthwise_taps_jvp(primals, tangents):
-    """ẏ = dw(ẋ, kernel) + dw(x, k̇), bilinearity of the conv; linear in (ẋ, k̇), so JAX transposes it for the VJP.
-
-    The two terms are written (`_scattered_sum`, `_tap_scan`) so that their transposes are the fast
-    backward: ∂x = g correlated with the flipped kernel, and
+    Its JVP is ẏ = dw(ẋ, kernel) + dw(x, k̇), bilinearity of the conv; linear in (ẋ, k̇), so JAX transposes it
+    for the VJP. The two terms are written (`_scattered_sum`, `_tap_scan`) so that their transposes are the
+    fast backward: ∂x = g correlated with the flipped kernel, and
     ∂kernel[i,j,0,c] = Σ_bhw pad(x)[b,h+i,w+j,c]·g[b,h,w,c].
     Autodiff of the forward instead materialises every shifted copy of x.
     """
-    x, kernel = primals
-    dx, dkernel = tangents
-    y = _depthwise_taps(x, kernel)
-    return y, (_scattered_sum(dx, kernel) + _tap_scan(x, dkernel)).astype(y.dtype)
+    import jax
+
+    @jax.custom_jvp
+    def taps(x, kernel):
+        return _shifted_sum(x, kernel, *_same_padding(kernel.shape[0]))
+
+    @taps.defjvp
+    def taps_jvp(primals, tangents):
+        x, kernel = primals
+        dx, dkernel = tangents
+        y = taps(x, kernel)
+        return y, (_scattered_sum(dx, kernel) + _tap_scan(x, dkernel)).astype(y.dtype)
+
+    return taps
 
 
 # ------------------------------------------------------------------------- initial values
 def _host_generator(key: jax.Array) -> np.random.Generator:
     """A NumPy generator seeded from a concrete JAX key (same key, same numbers)."""
+    import jax
+    import jax.numpy as jnp
+
     seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
     return np.random.default_rng(seed.astype(np.uint64).tolist())
 
@@ -150,6 +174,8 @@ def init_normal(key: jax.Array, shape: tuple[int, ...], scale: float = 1.0) -> j
     model (`benchmarks/bench_nvae.py`, build time); NumPy compiles nothing. Under tracing (eval_shape,
     jit) it is `jax.random.normal`, which only traces.
     """
+    import jax
+
     if isinstance(key, jax.core.Tracer):
         return scale * jax.random.normal(key, shape)
     values = scale * _host_generator(key).standard_normal(shape)
@@ -159,6 +185,8 @@ def init_normal(key: jax.Array, shape: tuple[int, ...], scale: float = 1.0) -> j
 def init_uniform(key: jax.Array, shape: tuple[int, ...], low: float, high: float) -> jax.Array:
     """U[low, high) of `shape` for an initial value, drawn on the host like `init_normal`
     (`jax.random.uniform` under tracing)."""
+    import jax
+
     if isinstance(key, jax.core.Tracer):
         return jax.random.uniform(key, shape, minval=low, maxval=high)
     return jax.device_put(_host_generator(key).uniform(low, high, shape).astype(np.float32))
@@ -171,6 +199,9 @@ def init_math(x: Any) -> types.ModuleType:
     Eager `jax.numpy` ops compile one XLA program per distinct shape (`benchmarks/bench_nvae.py`,
     build time); NumPy compiles nothing and gives the same float32 values.
     """
+    import jax
+    import jax.numpy as jnp
+
     return jnp if isinstance(x, jax.core.Tracer) else np
 
 
@@ -205,6 +236,8 @@ def cpu_compiler_options() -> dict[str, Any] | None:
     (`jax.jit(compiler_options=...)`), so nothing else in the process changes; None if this jaxlib
     does not know the option (probed once with a tiny program).
     """
+    import jax
+
     if not _on_cpu():
         return None
     options = {"xla_cpu_use_fusion_emitters": False}

@@ -176,7 +176,7 @@ def unilm_clause_vectors(model: UniLM, clause_ids: jax.Array | np.ndarray, batch
     clause_ids int [M, L] ([CLS] clause [SEP], padded with pad_id) -> float32 [M, H]; plain bidirectional
     attention within the clause. Runs jitted in batches of `batch_size` (the last one padded).
     """
-    from shared.train import map_fixed_batches
+    from shared.data import map_fixed_batches
     from shared.unilm import padding_mask
 
     graphdef, state = nnx.split(model)

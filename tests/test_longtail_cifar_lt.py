@@ -18,7 +18,7 @@ from tests.test_shared_cifar_files import write_release
 ])
 def test_schedule_values_at_the_epoch_boundaries(config, per_epoch, warmup, decays, epochs):
     assert (config.warmup_epochs, config.decay_epochs, config.epochs) == (warmup, decays, epochs)
-    assert cifar_lt.num_steps(config, per_epoch * 128 + 5) == (per_epoch, epochs * per_epoch)
+    assert cifar_lt.step_counts(config, per_epoch * 128 + 5) == (per_epoch, epochs * per_epoch)
     lr = jax.jit(cifar_lt.learning_rate_schedule(config, per_epoch))
     expected = {0: 0.0,  # the official warm-up starts from 0
                 warmup * per_epoch // 2: 0.1 * (warmup * per_epoch // 2) / (warmup * per_epoch),

@@ -76,7 +76,7 @@ def test_cifar_lt_full_config_shapes():
     config = configs.CIFAR10_FULL
     counts = np.floor(5000 * 100.0 ** (-np.arange(10) / 9)).astype(int)
     assert counts.sum() == 12406  # CIFAR-10-LT with ρ = 100, as in the literature
-    per_epoch, total = cifar_lt.num_steps(config, int(counts.sum()))
+    per_epoch, total = cifar_lt.step_counts(config, int(counts.sum()))
     assert (per_epoch, total) == (96, 1241 * 96)  # the schedule's values: tests/test_longtail_cifar_lt.py
 
     trainer = cifar_lt.build(config, "logit_adjusted_loss", counts, per_epoch)

@@ -11,7 +11,7 @@ import pytest
 
 from mwp import configs, synthetic
 from mwp.experiments import EXPERIMENTS
-from mwp.solver import answer_accuracy, encode, encode_sources, is_correct, prepare
+from mwp.solver import answer_accuracy, encode, encode_sources, is_correct, prepare_problems
 from mwp.tokenizer import CharTokenizer
 
 
@@ -28,7 +28,7 @@ def test_registry_and_configs():
 
 @pytest.fixture(scope="module")
 def problems():
-    ps = prepare(synthetic.generate_split("test", 40, seed=0), number_slot=True)
+    ps = prepare_problems(synthetic.generate_split("test", 40, seed=0), number_slot=True)
     return ps, CharTokenizer.build(p["question"] for p in ps)
 
 

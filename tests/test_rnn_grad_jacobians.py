@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_grad import cells, jacobians as J
+from rnn_grad import cells, jacobians
 
 KEY = jax.random.PRNGKey(0)
-LR = jax.jit(J.long_range_norms, static_argnums=0)
+LR = jax.jit(jacobians.long_range_norms, static_argnums=0)
 
 
 def _state(cell, p, x, n=3):
@@ -24,11 +24,11 @@ def test_closed_form_matches_jacfwd(cell):
     p = cells.init(cell, KEY, 5, 7, gain=1.3, forget_bias=0.5)
     x = jax.random.normal(jax.random.PRNGKey(1), (5,))
     st = _state(cell, p, x)
-    s = J.flatten_state(cell, st)
-    ref = jax.jacfwd(lambda s_: J.flat_step(cell, p, s_, x))(s)
-    closed = {"simple": lambda: J.simple_rnn_jacobian(p, s, x),
-              "lstm": lambda: J.lstm_state_jacobian(p, st, x),
-              "gru": lambda: J.gru_jacobian(p, s, x)}[cell]()
+    s = jacobians.flatten_state(cell, st)
+    ref = jax.jacfwd(lambda s_: jacobians.flat_step(cell, p, s_, x))(s)
+    closed = {"simple": lambda: jacobians.simple_rnn_jacobian(p, s, x),
+              "lstm": lambda: jacobians.lstm_state_jacobian(p, st, x),
+              "gru": lambda: jacobians.gru_jacobian(p, s, x)}[cell]()
     np.testing.assert_allclose(closed, ref, atol=1e-5)
 
 
@@ -38,7 +38,7 @@ def test_lstm_cell_path_jacobian_matches_jacfwd():
     _h, c = _state("lstm", p, x)
     o_prev = jax.random.uniform(jax.random.PRNGKey(2), (7,))
     ref = jax.jacfwd(lambda c_: cells.step("lstm", p, (o_prev * jnp.tanh(c_), c_), x)[1])(c)
-    got = J.lstm_cell_jacobian(p, (o_prev * jnp.tanh(c), c), x, o_prev)
+    got = jacobians.lstm_cell_jacobian(p, (o_prev * jnp.tanh(c), c), x, o_prev)
     np.testing.assert_allclose(got, ref, atol=1e-5)
     # the post's bound: the off-diagonal part is small compared with diag(f) when f ≈ 1
     f = cells.lstm_gates(p, (o_prev * jnp.tanh(c), c), x)[1]
@@ -52,12 +52,12 @@ def test_long_range_scan_matches_naive_jacrev(cell):
     out = LR(cell, p, xs)
     view = "state" if cell == "lstm" else "h"
     for t in (0, 7, 12):
-        spec, frob = J.naive_jacobian_norm(cell, p, xs, t)
+        spec, frob = jacobians.naive_jacobian_norm(cell, p, xs, t)
         lag = 15 - t
         np.testing.assert_allclose(out[f"log_frob_{view}"][lag - 1], jnp.log(frob), atol=1e-4)
         np.testing.assert_allclose(out[f"log_spec_{view}"][lag - 1], jnp.log(spec), atol=2e-2)
         assert out[f"log_spec_{view}"][lag - 1] <= jnp.log(spec) + 1e-4  # power iteration: lower bound
-    g = J.input_grad_norms(cell, p, xs)
+    g = jacobians.input_grad_norms(cell, p, xs)
     np.testing.assert_allclose(out["log_grad_x"], jnp.log(g[::-1]), atol=1e-4)
 
 
@@ -74,11 +74,11 @@ def test_simple_rnn_vanishes_at_mean_field_rate(gain, scale):
     p = cells.init("simple", KEY, 128, 128, gain=gain)
     xs = scale * jax.random.normal(jax.random.PRNGKey(1), (200, 128))
     out = LR("simple", p, xs)
-    pred = J.predicted_log_rate_simple(gain, out["hs"])
-    fit = J.fitted_log_rate(out["log_spec_h"], min_lag=10)
+    pred = jacobians.predicted_log_rate_simple(gain, out["hs"])
+    fit = jacobians.fitted_log_rate(out["log_spec_h"], min_lag=10)
     assert float(fit) < -0.05
     np.testing.assert_allclose(fit, pred, rtol=0.04)
-    np.testing.assert_allclose(J.fitted_log_rate(out["log_frob_h"], 10), pred, rtol=0.02)
+    np.testing.assert_allclose(jacobians.fitted_log_rate(out["log_frob_h"], 10), pred, rtol=0.02)
 
 
 def test_simple_rnn_large_gain_explodes():
@@ -93,12 +93,12 @@ def test_simple_rnn_large_gain_explodes():
 def test_lstm_and_gru_keep_gradient_and_forget_bias_lengthens_memory():
     xs = jax.random.normal(jax.random.PRNGKey(1), (100, 32))
     simple = LR("simple", cells.init("simple", KEY, 32, 32, gain=1.0), xs)
-    rate_simple = J.fitted_log_rate(simple["log_spec_h"], 5)
+    rate_simple = jacobians.fitted_log_rate(simple["log_spec_h"], 5)
     rates = {}
     for cell, view in (("lstm", "cell"), ("gru", "h")):
         for fb in (0.0, 1.0, 3.0):
             out = LR(cell, cells.init(cell, KEY, 32, 32, gain=1.0, forget_bias=fb), xs)
-            rates[cell, fb] = float(J.fitted_log_rate(out[f"log_spec_{view}"], 5))
+            rates[cell, fb] = float(jacobians.fitted_log_rate(out[f"log_spec_{view}"], 5))
         assert rates[cell, 0.0] < rates[cell, 1.0] < rates[cell, 3.0]  # larger bias, longer memory
         assert abs(rates[cell, 3.0]) < 0.05  # forget gate near 1: the gradient is kept
         assert rates[cell, 1.0] > float(rate_simple)

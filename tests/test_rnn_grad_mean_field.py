@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_grad import cells, jacobians as J
+from rnn_grad import cells, jacobians
 
 KEY = jax.random.PRNGKey(0)
 D, T = 32, 80
@@ -20,7 +20,7 @@ def test_coefficients_rebuild_the_autodiff_jacobian(cell):
 
     @jax.jit
     def both(p, xs):
-        co = J.gated_path_coefficients(cell, p, xs)
+        co = jacobians.gated_path_coefficients(cell, p, xs)
         _, states = cells.run(cell, p, xs)
         if cell == "lstm":
             c_prev = states[1][t - 1]
@@ -29,7 +29,7 @@ def test_coefficients_rebuild_the_autodiff_jacobian(cell):
             ref = jax.jacfwd(lambda c_: cells.step("lstm", p, (o_prev * jnp.tanh(c_), c_), xs[t])[1])(c_prev)
         else:
             ref = jax.jacfwd(lambda h_: cells.step("gru", p, h_, xs[t]))(states[t - 1])
-        return J.gated_jacobians_from_coefficients(cell, p, co)[t], ref
+        return jacobians.gated_jacobians_from_coefficients(cell, p, co)[t], ref
 
     got, ref = both(p, xs)
     np.testing.assert_allclose(got, ref, atol=1e-5)
@@ -42,13 +42,16 @@ def _rates(cell, p, xs):
     """
     d = xs.shape[1]
     _, states = cells.run(cell, p, xs)
-    s_prev = J.flatten_state(cell, jax.tree.map(lambda a: jnp.concatenate([jnp.zeros_like(a[:1]), a[:-1]]), states))
-    autodiff = jax.vmap(lambda s, x: jax.jacfwd(lambda s_: J.flat_step(cell, p, s_, x))(s))(s_prev[1:], xs[1:])
-    co = J.gated_path_coefficients(cell, p, xs)
+    shifted = jax.tree.map(lambda a: jnp.concatenate([jnp.zeros_like(a[:1]), a[:-1]]), states)
+    s_prev = jacobians.flatten_state(cell, shifted)
+    autodiff = jax.vmap(lambda s, x: jax.jacfwd(lambda s_: jacobians.flat_step(cell, p, s_, x))(s))(s_prev[1:], xs[1:])
+    co = jacobians.gated_path_coefficients(cell, p, xs)
     view = (slice(d, 2 * d), slice(d, 2 * d)) if cell == "lstm" else (slice(None), slice(None))
-    chain = lambda drop: J.product_log_rate(J.gated_jacobians_from_coefficients(cell, p, co, drop)[1:], 10)  # noqa: E731
-    return (J.product_log_rate(autodiff, 10, view), J.predicted_log_rate_gated(co, 1.0),
-            J.predicted_log_rate_diag(co["keep"]), chain(()), chain(J.ODD_TERMS[cell]), chain(("candidate",)))
+    chain = lambda drop: jacobians.product_log_rate(  # noqa: E731
+        jacobians.gated_jacobians_from_coefficients(cell, p, co, drop)[1:], 10)
+    return (jacobians.product_log_rate(autodiff, 10, view), jacobians.predicted_log_rate_gated(co, 1.0),
+            jacobians.predicted_log_rate_diag(co["keep"]), chain(()), chain(jacobians.ODD_TERMS[cell]),
+            chain(("candidate",)))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -70,8 +73,8 @@ def test_mean_field_rate_within_15_percent_and_the_terms_it_drops_do_not_matter(
 
 def test_gated_path_coefficients_rejects_the_simple_rnn_and_unknown_terms():
     with pytest.raises(ValueError, match="cell"):
-        J.gated_path_coefficients("simple", {}, jnp.zeros((5, 3)))
+        jacobians.gated_path_coefficients("simple", {}, jnp.zeros((5, 3)))
     with pytest.raises(ValueError, match="cell"):
-        J.gated_path_coefficients("rnn", {}, jnp.zeros((5, 3)))
+        jacobians.gated_path_coefficients("rnn", {}, jnp.zeros((5, 3)))
     with pytest.raises(ValueError, match="drop"):
-        J.gated_jacobians_from_coefficients("gru", {}, {}, drop=("forget_input",))
+        jacobians.gated_jacobians_from_coefficients("gru", {}, {}, drop=("forget_input",))

@@ -15,8 +15,8 @@ import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from jax.test_util import check_grads
 
-from shared import losses as L, sparse_softmax as S, transforms as T
-from shared.sparse_softmax import sparse_softmax, sparse_softmax_cross_entropy
+from shared import losses, transforms
+from shared.sparse_softmax import __all__ as SPARSE_SOFTMAX_API, sparse_softmax, sparse_softmax_cross_entropy
 
 B, K = 16, 6
 PRIOR = jnp.array([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
@@ -30,23 +30,24 @@ LOSSES = {
     "sparse_softmax": lambda x, y: sparse_softmax(x, 3) * jnp.arange(1.0, K + 1.0).astype(x.dtype)[None, :],
     "sparse_softmax_cross_entropy": lambda x, y: sparse_softmax_cross_entropy(x, y, 3),
     "sparse_softmax_cross_entropy_k=K": lambda x, y: sparse_softmax_cross_entropy(x, y, K),
-    "logit_adjusted_cross_entropy": lambda x, y: L.logit_adjusted_cross_entropy(x, y, PRIOR, tau=1.0),
-    "posthoc_logit_adjustment": lambda x, y: L.posthoc_logit_adjustment(x, PRIOR),
-    "pairwise_margin_loss[la]": lambda x, y: L.pairwise_margin_loss(x, y, L.logit_adjustment_margins(PRIOR, 1.0)),
-    "pairwise_margin_loss[ldam,balanced]": lambda x, y: L.pairwise_margin_loss(
-        x, y, L.ldam_margins(PRIOR, 0.5), class_weights=L.balanced_class_weights(PRIOR)
+    "logit_adjusted_cross_entropy": lambda x, y: losses.logit_adjusted_cross_entropy(x, y, PRIOR, tau=1.0),
+    "posthoc_logit_adjustment": lambda x, y: losses.posthoc_logit_adjustment(x, PRIOR),
+    "pairwise_margin_loss[la]": lambda x, y: losses.pairwise_margin_loss(
+        x, y, losses.logit_adjustment_margins(PRIOR, 1.0)),
+    "pairwise_margin_loss[ldam,balanced]": lambda x, y: losses.pairwise_margin_loss(
+        x, y, losses.ldam_margins(PRIOR, 0.5), class_weights=losses.balanced_class_weights(PRIOR)
     ),
-    "weighted_cross_entropy": lambda x, y: L.weighted_cross_entropy(x, y, L.balanced_class_weights(PRIOR)),
-    "softmax_focal_loss": lambda x, y: L.softmax_focal_loss(x, y, gamma=2.0, alpha=jnp.linspace(0.2, 1.0, K)),
-    "binary_dice_loss": lambda x, y: L.binary_dice_loss(*_binary(x, y)),
-    "smoothed_f1_loss": lambda x, y: L.smoothed_f1_loss(*_binary(x, y)),
-    "soft_f1_score": lambda x, y: L.soft_f1_score(*_binary(x, y)),
-    "multilabel_categorical_crossentropy": lambda x, y: L.multilabel_categorical_crossentropy(
+    "weighted_cross_entropy": lambda x, y: losses.weighted_cross_entropy(x, y, losses.balanced_class_weights(PRIOR)),
+    "softmax_focal_loss": lambda x, y: losses.softmax_focal_loss(x, y, gamma=2.0, alpha=jnp.linspace(0.2, 1.0, K)),
+    "binary_dice_loss": lambda x, y: losses.binary_dice_loss(*_binary(x, y)),
+    "smoothed_f1_loss": lambda x, y: losses.smoothed_f1_loss(*_binary(x, y)),
+    "soft_f1_score": lambda x, y: losses.soft_f1_score(*_binary(x, y)),
+    "multilabel_categorical_crossentropy": lambda x, y: losses.multilabel_categorical_crossentropy(
         x, jax.nn.one_hot(y, x.shape[-1], dtype=bool) | jax.nn.one_hot((y + 2) % x.shape[-1], x.shape[-1], dtype=bool)
     ),
-    "flood": lambda x, y: T.flood(jnp.mean(optax.softmax_cross_entropy_with_integer_labels(x, y)), 0.5),
-    "iflood": lambda x, y: T.iflood(optax.softmax_cross_entropy_with_integer_labels(x, y), 0.5),
-    "weissi_penalty": lambda x, y: T.weissi_penalty({"w": x, "b": x[:, 0]}, 0.3, 0.1),
+    "flood": lambda x, y: transforms.flood(jnp.mean(optax.softmax_cross_entropy_with_integer_labels(x, y)), 0.5),
+    "iflood": lambda x, y: transforms.iflood(optax.softmax_cross_entropy_with_integer_labels(x, y), 0.5),
+    "weissi_penalty": lambda x, y: transforms.weissi_penalty({"w": x, "b": x[:, 0]}, 0.3, 0.1),
 }
 
 
@@ -145,7 +146,7 @@ NOT_A_CASE = {
 def test_every_public_loss_and_transform_has_a_case():
     """Fails when a name is added to a module's `__all__` without a conformance case (or an entry
     above saying where it is checked), or when an entry above names nothing public."""
-    public = set(L.__all__) | set(S.__all__) | set(T.__all__)
+    public = set(losses.__all__) | set(SPARSE_SOFTMAX_API) | set(transforms.__all__)
     cases = {name.split("[")[0].split("_k=")[0] for name in LOSSES}
     cases |= {part for name in TRANSFORMS for part in name.split("+")}
     missing = public - cases - set(BUILT_INTO_A_CASE) - set(NOT_A_CASE)
@@ -156,22 +157,23 @@ def test_every_public_loss_and_transform_has_a_case():
 
 def _big_cases(classes):
     prior = jnp.linspace(1.0, 1e-3, classes)
-    la = L.logit_adjustment_margins(prior, 1.0) if classes <= 4096 else None
-    ldam = L.ldam_margins(prior, 0.5) if classes <= 4096 else None
+    la = losses.logit_adjustment_margins(prior, 1.0) if classes <= 4096 else None
+    ldam = losses.ldam_margins(prior, 0.5) if classes <= 4096 else None
     big = dict(LOSSES)
     big.update(
         {
             "sparse_softmax": lambda x, y: sparse_softmax(x, 10),
             "sparse_softmax_cross_entropy_k=K": lambda x, y: sparse_softmax_cross_entropy(x, y, classes),
-            "logit_adjusted_cross_entropy": lambda x, y: L.logit_adjusted_cross_entropy(x, y, prior),
-            "posthoc_logit_adjustment": lambda x, y: L.posthoc_logit_adjustment(x, prior),
-            "pairwise_margin_loss[la]": lambda x, y: L.pairwise_margin_loss(x, y, la),
-            "pairwise_margin_loss[ldam,balanced]": lambda x, y: L.pairwise_margin_loss(
-                x, y, ldam, class_weights=L.balanced_class_weights(prior)
+            "logit_adjusted_cross_entropy": lambda x, y: losses.logit_adjusted_cross_entropy(x, y, prior),
+            "posthoc_logit_adjustment": lambda x, y: losses.posthoc_logit_adjustment(x, prior),
+            "pairwise_margin_loss[la]": lambda x, y: losses.pairwise_margin_loss(x, y, la),
+            "pairwise_margin_loss[ldam,balanced]": lambda x, y: losses.pairwise_margin_loss(
+                x, y, ldam, class_weights=losses.balanced_class_weights(prior)
             ),
-            "weighted_cross_entropy": lambda x, y: L.weighted_cross_entropy(x, y, L.balanced_class_weights(prior)),
-            "softmax_focal_loss": lambda x, y: L.softmax_focal_loss(x, y, gamma=2.0),
-            "weissi_penalty": lambda x, y: T.weissi_penalty({"w": x}, 0.3, 0.1),
+            "weighted_cross_entropy": lambda x, y: losses.weighted_cross_entropy(
+                x, y, losses.balanced_class_weights(prior)),
+            "softmax_focal_loss": lambda x, y: losses.softmax_focal_loss(x, y, gamma=2.0),
+            "weissi_penalty": lambda x, y: transforms.weissi_penalty({"w": x}, 0.3, 0.1),
         }
     )
     return big
@@ -205,12 +207,12 @@ def _mlp_problem(batch=B):
 
 
 TRANSFORMS = {
-    "flooding+sgd": lambda: optax.chain(T.flooding(0.3), optax.sgd(0.1)),
+    "flooding+sgd": lambda: optax.chain(transforms.flooding(0.3), optax.sgd(0.1)),
     "add_decoupled_weissi+adam": lambda: optax.chain(
-        optax.scale_by_adam(), T.add_decoupled_weissi(1e-2), optax.scale_by_learning_rate(1e-2)
+        optax.scale_by_adam(), transforms.add_decoupled_weissi(1e-2), optax.scale_by_learning_rate(1e-2)
     ),
-    "flooding+add_decoupled_weissi+sgd": lambda: optax.chain(T.flooding(0.3), T.add_decoupled_weissi(1e-2),
-                                                             optax.sgd(0.1)),
+    "flooding+add_decoupled_weissi+sgd": lambda: optax.chain(transforms.flooding(0.3),
+                                                             transforms.add_decoupled_weissi(1e-2), optax.sgd(0.1)),
 }
 
 
@@ -258,10 +260,10 @@ def test_transform_conformance(name, devices):
 
 def test_gradient_norm_penalty_conformance(devices):
     params, x, y, loss_fn = _mlp_problem()
-    fn = T.gradient_norm_penalty(loss_fn, 0.1)
+    fn = transforms.gradient_norm_penalty(loss_fn, 0.1)
     v, g = jax.jit(fn)(params, x, y)  # eager-vs-double-backprop check: test_shared_transforms.py
     # vmap over eps and over stacked params
-    vv, _ = jax.vmap(lambda e: T.gradient_norm_penalty(loss_fn, e)(params, x, y))(jnp.array([0.0, 0.1]))
+    vv, _ = jax.vmap(lambda e: transforms.gradient_norm_penalty(loss_fn, e)(params, x, y))(jnp.array([0.0, 0.1]))
     _close(vv[1], v)
     _close(vv[0], loss_fn(params, x, y))
     # grad of the value agrees with the returned grads

@@ -107,7 +107,7 @@ def test_evaluate_pads_and_weights(devices):
     logits = model(jnp.asarray(images))
     expected = float((logits.argmax(-1) == labels).mean())
     assert result["accuracy"] == pytest.approx(expected, abs=1e-6)
-    sums = classification_sums(model, train.pad_batch({"image": images[:5], "label": labels[:5]}, 8))
+    sums = classification_sums(model, data.pad_batch({"image": images[:5], "label": labels[:5]}, 8))
     assert float(sums["accuracy"]) <= 5
 
 
@@ -121,12 +121,12 @@ def test_map_fixed_batches_compiles_once_and_drops_padding():
 
     x = np.arange(23 * 3, dtype=np.float32).reshape(23, 3)
     y = np.arange(23, dtype=np.float32)
-    out = train.map_fixed_batches(fn, (x, y), batch_size=8)  # chunks of 8, 8, 7 (+1 padded row)
+    out = data.map_fixed_batches(fn, (x, y), batch_size=8)  # chunks of 8, 8, 7 (+1 padded row)
     assert traces == [(8, 3)]
     np.testing.assert_allclose(out["sum"], x.sum(-1) + y)
     np.testing.assert_allclose(out["first"], x[:, 0])
     with pytest.raises(ValueError, match="same, non-zero number of rows"):
-        train.map_fixed_batches(fn, (x, y[:5]), batch_size=8)
+        data.map_fixed_batches(fn, (x, y[:5]), batch_size=8)
 
 
 def test_make_step_vmaps_over_seeds():

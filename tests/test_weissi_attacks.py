@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from weissi.attacks import accuracy, fgsm, pgd
+from weissi.attacks import classifier_accuracy, fgsm, pgd
 
 
 def linear(w):
@@ -30,8 +30,8 @@ def test_pgd_stays_in_the_ball_and_the_box_and_beats_fgsm():
     adv = pgd(f, x, y, eps, steps=10, key=jax.random.PRNGKey(2))
     assert float(jnp.max(jnp.abs(adv - x))) <= eps + 1e-6
     assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
-    assert float(accuracy(f, adv, y)) <= float(accuracy(f, fgsm(f, x, y, eps), y)) + 1e-6
-    assert float(accuracy(f, x, y)) == 1.0
+    assert float(classifier_accuracy(f, adv, y)) <= float(classifier_accuracy(f, fgsm(f, x, y, eps), y)) + 1e-6
+    assert float(classifier_accuracy(f, x, y)) == 1.0
 
 
 def test_zero_radius_is_the_identity_and_negative_is_refused():

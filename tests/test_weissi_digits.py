@@ -65,7 +65,7 @@ def _regulariser_steps(method, steps=3):
     """`steps` real updates of `method` with the data loss switched off, so only its regulariser acts:
     grads = ∇penalty, then the method's optax transform, as in `digits.train_method`.
     Returns (params before, params after) as flat lists of float64 arrays."""
-    model, _ = digits.make_model(STRONG, 0)
+    model, _ = digits.make_model_and_layers(STRONG, 0)
     params = nnx.split(model, nnx.Param)[1]
     tx, penalty = digits.method_parts(method, STRONG)
     state = tx.init(params)
@@ -134,7 +134,7 @@ def test_weissi_penalty_steps_follow_its_analytic_gradient_and_are_shift_invaria
         g = l1 * w0 / n ** 2 + l2 * (np.sign(w0) / n - np.abs(w0).sum() * w0 / n ** 3)
         assert np.sum(g * w0) == pytest.approx(l1, rel=1e-6)
         np.testing.assert_allclose(w1, w0 - STRONG.adam_lr * g / (np.abs(g) + 1e-8), rtol=1e-5, atol=1e-6)
-    model, paths = digits.make_model(STRONG, 0)
+    model, paths = digits.make_model_and_layers(STRONG, 0)
     params = nnx.split(model, nnx.Param)[1]
     shifted = shift_layer_params(params, paths, shift_factors(len(paths), 1.5))
     _, penalty = digits.method_parts("weissi", STRONG)

@@ -7,7 +7,7 @@ from weissi.configs import METHODS, CifarConfig, DigitsConfig, InvarianceConfig
 
 # every other name loads its module on first use (`kexue list` must not import jax)
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "attacks": ("accuracy", "fgsm", "pgd"),
+    "attacks": ("classifier_accuracy", "fgsm", "pgd"),
     "digits": ("method_parts", "train_method"),
     "invariance": (
         "init_relu_mlp", "l2_penalty", "mlp_layer_paths", "relu_mlp", "scale_shift", "shift_factors",

@@ -49,6 +49,6 @@ def pgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, eps: float, steps: int 
     return jax.lax.fori_loop(0, steps, body, x_adv)
 
 
-def accuracy(logits_fn: LogitsFn, x: jax.Array, y: jax.Array) -> jax.Array:
+def classifier_accuracy(logits_fn: LogitsFn, x: jax.Array, y: jax.Array) -> jax.Array:
     """Fraction of x [B, ...] classified as y [B]; scalar."""
     return (logits_fn(x).argmax(-1) == y).mean()

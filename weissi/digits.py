@@ -23,12 +23,12 @@ from shared import data
 from shared.experiment import RunContext
 from shared.models import MLP, SmallCNN
 from shared.transforms import add_decoupled_weissi, default_weissi_mask, weissi_penalty
-from weissi.attacks import accuracy, fgsm, pgd
+from weissi.attacks import classifier_accuracy, fgsm, pgd
 from weissi.configs import DigitsConfig
 from weissi.invariance import l2_penalty, mlp_layer_paths, shift_factors, shift_layer_params
 
 
-def make_model(config: DigitsConfig, seed: int):
+def make_model_and_layers(config: DigitsConfig, seed: int):
     """(model, layer paths in forward order) for config.model."""
     if config.model == "mlp":
         return MLP((64, *config.hidden, 10), rngs=nnx.Rngs(seed)), mlp_layer_paths(len(config.hidden) + 1)
@@ -66,7 +66,7 @@ def train_method(config: DigitsConfig, method: str, seeds: list[int]) -> dict:
     clean_accuracy, and fgsm_accuracy / pgd_accuracy [S, 2, E] (E = len(config.eps)), plus weight norms."""
     x_tr, y_tr = map(jnp.asarray, images("train", config.model))
     x_te, y_te = map(jnp.asarray, images("test", config.model))
-    models = [make_model(config, s) for s in seeds]
+    models = [make_model_and_layers(config, s) for s in seeds]
     paths = models[0][1]
     splits = [nnx.split(m, nnx.Param) for m, _ in models]
     graphdef = splits[0][0]
@@ -96,9 +96,9 @@ def train_method(config: DigitsConfig, method: str, seeds: list[int]) -> dict:
 
         (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(config.num_steps))
         f = logits_fn(params)
-        robust = lambda attack: jax.vmap(lambda e: accuracy(f, attack(e), y_te))(eps)  # noqa: E731
+        robust = lambda attack: jax.vmap(lambda e: classifier_accuracy(f, attack(e), y_te))(eps)  # noqa: E731
         norms = jnp.stack([jnp.sqrt(jnp.sum(jnp.square(w))) for w in jax.tree.leaves(params) if w.ndim >= 2])
-        return {"clean_accuracy": accuracy(f, x_te, y_te),
+        return {"clean_accuracy": classifier_accuracy(f, x_te, y_te),
                 "fgsm_accuracy": robust(lambda e: fgsm(f, x_te, y_te, e)),
                 "pgd_accuracy": robust(lambda e: pgd(f, x_te, y_te, e, steps=config.pgd_steps)),
                 "layer_norms": norms}

@@ -118,7 +118,7 @@ def train_generator(config: PipelineConfig, model, arrays: dict[str, np.ndarray]
 def decode_summaries(graphdef, weights, vocab, sources: list[str], config: PipelineConfig, *, use_copy: bool,
                      top_k: int) -> list[str]:
     """Beam search (`config.beam_size`) for every source text; returns the decoded summaries."""
-    from shared.train import map_fixed_batches
+    from shared.data import map_fixed_batches
     from spaces.copy_decoding import make_generate
     from spaces.generator import encode_pairs
 
