@@ -7,7 +7,7 @@ classifier: accuracy, per-class error and balanced error (`class_errors`, `evalu
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,11 @@ from flax import nnx
 
 from shared.experiment import RunContext
 from shared.models import ResNet18, cifar_resnet
+from shared.train import TrainState
 from shared.trainer import Loop, Trainer
+
+if TYPE_CHECKING:
+    from shared.use import RunDir
 
 __all__ = ["make_resnet", "unit_images", "classification_sums", "make_trainer", "train_and_evaluate", "class_errors",
            "predict_labels", "evaluate_checkpoints", "errors_table"]
@@ -50,7 +54,7 @@ def classification_sums(model: nnx.Module, batch: dict, preprocess: Callable = l
     return {"loss": (losses * batch["weight"]).sum(), "accuracy": (correct * batch["weight"]).sum()}
 
 
-def make_trainer(model: nnx.Module, tx: optax.GradientTransformation, loss: Callable, config) -> Trainer:
+def make_trainer(model: nnx.Module, tx: optax.GradientTransformation, loss: Callable, config: Any) -> Trainer:
     """The trainer of `train_and_evaluate` (also what `kexue eval` restores a checkpoint into)."""
     return Trainer(model, tx, loss, seed=config.seed, eval_metrics=lambda m, b: classification_sums(m, b, unit_images))
 
@@ -84,7 +88,7 @@ def class_errors(predicted: np.ndarray, labels: np.ndarray, num_classes: int) ->
             "balanced_error": float(np.mean([e for e in per_class if e is not None]))}
 
 
-def predict_labels(trainer: Trainer, state, images: np.ndarray, batch_size: int,
+def predict_labels(trainer: Trainer, state: TrainState, images: np.ndarray, batch_size: int,
                    preprocess: Callable = lambda x: x) -> np.ndarray:
     """argmax of the restored model's logits (eval mode) on images [N, ...]: int [N], in fixed-size batches."""
     from shared.data import map_fixed_batches
@@ -98,12 +102,12 @@ def predict_labels(trainer: Trainer, state, images: np.ndarray, batch_size: int,
     return map_fixed_batches(lambda x: labels(state.params, state.model_state, x), (images,), batch_size)
 
 
-def evaluate_checkpoints(run, trainers: Mapping[str, Callable[[], Trainer]], eval_sets: Mapping[str, dict],
+def evaluate_checkpoints(run: RunDir, trainers: Mapping[str, Callable[[], Trainer]], eval_sets: Mapping[str, dict],
                          num_classes: int, batch_size: int, preprocess: Callable = unit_images) -> dict[str, dict]:
     """`kexue eval` of classification runs: each named model's checkpoint (`run.checkpoint_dir(name)`, best
     else newest, or `--step`) restored into `trainers[name]()` and scored on every evaluation set.
 
-    Returns {name: {"step": int, set: `class_errors`}}. `run` is a `shared.use.RunDir`.
+    Returns {name: {"step": int, set: `class_errors`}}.
     """
     from shared.use import restore_model
 

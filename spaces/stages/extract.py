@@ -32,7 +32,7 @@ from spaces.configs import PipelineConfig
 from spaces.stages.label import Corpus
 
 __all__ = ["Extraction", "run_extractor", "train_extractor", "init_extractors", "fold_probabilities",
-           "restore_extractor", "EXTRACTOR_DIR"]
+           "restore_extractor", "clause_vectors", "EXTRACTOR_DIR"]
 
 EXTRACTOR_DIR = "extractor"  # under the run's checkpoints/
 
@@ -165,12 +165,12 @@ def restore_extractor(run_dir: pathlib.Path | str, config: PipelineConfig, *, fo
     return graphdef, state, list((restored.data_state or {}).get("history", []))
 
 
-def _clause_vectors(config: PipelineConfig, corpus: Corpus, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Frozen BERT clause vectors [D, N, H] (float16 to hold 9,484 x 256 x 768 in memory)."""
+def clause_vectors(config: PipelineConfig, char_vocab, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Frozen BERT clause vectors [D, N, H] of clause ids [D, N, L] in `char_vocab` (the checkpoint's), from
+    `config.checkpoint_dir` (float16 to hold 9,484 x 256 x 768 in memory)."""
     from shared.hf_bert import load_hf_bert
     from spaces.extractor import unilm_clause_vectors
 
-    char_vocab = corpus.char_vocab
     bert, _ = load_hf_bert(config.checkpoint_dir, relative_position=config.relative_position, dropout=0.0)
     flat = np.full((mask.sum(), config.clause_len + 2), char_vocab.pad_id, np.int32)
     rows = ids[mask]  # [M, L]
@@ -193,7 +193,7 @@ def run_extractor(corpus: Corpus, config: PipelineConfig, ctx: RunContext | None
     labels = np.zeros(mask.shape, np.float32)
     for d, ch in enumerate(corpus.chosen):
         labels[d, ch] = 1.0
-    inputs = _clause_vectors(config, corpus, ids, mask) if config.checkpoint_dir else ids
+    inputs = clause_vectors(config, corpus.char_vocab, ids, mask) if config.checkpoint_dir else ids
 
     folds = kfold_masks(n_tr, config.folds, config.seed)
     vocab_size = len(corpus.char_vocab)

@@ -25,7 +25,7 @@ from spaces.stages.extract import Extraction
 from spaces.stages.label import Corpus
 
 __all__ = ["GeneratorState", "Generation", "run_generator", "training_examples", "build_generator",
-           "train_generator", "decode_summaries"]
+           "make_generator_trainer", "train_generator", "decode_summaries"]
 
 
 class GeneratorState(TrainState):
@@ -68,23 +68,13 @@ def build_generator(config: PipelineConfig, vocab, seed: int, char_vocab=None):
     return CopyGenerator(lm, rngs=nnx.Rngs(seed + 1))
 
 
-def train_generator(config: PipelineConfig, model, arrays: dict[str, np.ndarray], *, sparse_k: int,
-                    copy_weight: float, name: str, ctx: RunContext | None = None):
-    """Trains a generator through `shared.trainer` (data-parallel mesh, batches indexed by step, checkpoints
-    under `ctx.checkpoint_dir / name`, exact `--resume`); returns (graphdef, EMA weights to decode with,
-    history).
-
-    arrays: "ids" int [N, 2, T] and "source_len" [N, 2] (`spaces.generator_data.encode_generator_examples`);
-    every draw goes through `make_train_transform` (SPACES: oracle or extracted input, noise, copy labels on
-    the noised source), so each epoch draws anew; global batches of `config.generator_batch` (a fresh
-    permutation every epoch). The state is a `GeneratorState`: each step also updates the EMA.
-    """
-    from shared import data, train
-    from shared.trainer import Loop, Trainer, check_global_batch
+def make_generator_trainer(config: PipelineConfig, model, *, sparse_k: int, copy_weight: float):
+    """The generator's `shared.trainer.Trainer` (Adam with warm-up and cosine decay, clipped gradients, the
+    copy-BIO loss, an EMA of the weights in a `GeneratorState`); also what `kexue eval | predict` restore into."""
+    from shared import train
+    from shared.trainer import Trainer
     from spaces.generator import ema_update, generator_loss
-    from spaces.generator_data import make_train_transform
 
-    check_global_batch(config.generator_batch, "generator_batch")
     schedule = train.warmup_cosine(config.generator_lr, config.warmup_steps, config.generator_steps,
                                    end_fraction=0.05)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
@@ -102,8 +92,26 @@ def train_generator(config: PipelineConfig, model, arrays: dict[str, np.ndarray]
     def add_ema(state: TrainState) -> GeneratorState:
         return GeneratorState(**{f.name: getattr(state, f.name) for f in dataclasses.fields(state)}, ema=state.params)
 
-    trainer = Trainer(model, tx, loss, seed=config.seed, learning_rate=schedule, wrap_step=with_ema,
-                      extend_state=add_ema)
+    return Trainer(model, tx, loss, seed=config.seed, learning_rate=schedule, wrap_step=with_ema, extend_state=add_ema)
+
+
+def train_generator(config: PipelineConfig, model, arrays: dict[str, np.ndarray], *, sparse_k: int,
+                    copy_weight: float, name: str, ctx: RunContext | None = None):
+    """Trains a generator through `shared.trainer` (data-parallel mesh, batches indexed by step, checkpoints
+    under `ctx.checkpoint_dir / name`, exact `--resume`); returns (graphdef, EMA weights to decode with,
+    history).
+
+    arrays: "ids" int [N, 2, T] and "source_len" [N, 2] (`spaces.generator_data.encode_generator_examples`);
+    every draw goes through `make_train_transform` (SPACES: oracle or extracted input, noise, copy labels on
+    the noised source), so each epoch draws anew; global batches of `config.generator_batch` (a fresh
+    permutation every epoch). The state is a `GeneratorState`: each step also updates the EMA.
+    """
+    from shared import data
+    from shared.trainer import Loop, check_global_batch
+    from spaces.generator_data import make_train_transform
+
+    check_global_batch(config.generator_batch, "generator_batch")
+    trainer = make_generator_trainer(config, model, sparse_k=sparse_k, copy_weight=copy_weight)
     loop = Loop(num_steps=config.generator_steps, batch_size=config.generator_batch, seed=config.seed + 1,
                 log_every=min(50, config.generator_steps), checkpoint_every=config.checkpoint_every,
                 batch_field="generator_batch")
