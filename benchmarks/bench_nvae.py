@@ -7,7 +7,7 @@ python benchmarks/bench_nvae.py --config tiny_mnist|mnist --batch 8 --steps 10 [
 Prints one JSON line and appends it to benchmarks/results/nvae.jsonl. By default (`--malloc hugetlb`) the
 script first re-executes itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as the `kexue` command does
 (`shared.workarounds.maybe_reexec`), and both workers inherit it, so both sides run with the same allocator settings.
-The step is `nvae_jax.train.build`'s jitted step (β from the step counter). Timing: after compile and 2
+The step is `nvae_jax.train.build_step`'s jitted step (β from the step counter). Timing: after compile and 2
 warm-up steps, `--repeats` windows of `--steps` steps; `step_s_median` is the median of the per-window
 mean step times, `step_s_mean` the mean over all timed steps.
 
@@ -149,7 +149,7 @@ class _Ours:
 
         self.jax = jax
         t = time.perf_counter()
-        _, self.state, self.step = train.build(_config(config, batch), TOTAL_STEPS)
+        _, self.state, self.step = train.build_step(_config(config, batch), TOTAL_STEPS)
         self.build_s = time.perf_counter() - t
         self.batch = {"image": _batch(batch)}
         t = time.perf_counter()

@@ -39,7 +39,7 @@ from shared.experiment import RunContext
 from shared.trainer import Loop, Trainer
 
 __all__ = ["bn_penalty", "padded_buckets", "spectral_penalty", "spectral_coeff", "lr_schedule",
-           "make_optimizer", "nvae_loss", "make_trainer", "build", "fit"]
+           "make_optimizer", "nvae_loss", "make_trainer", "build_step", "fit"]
 
 
 def spectral_coeff(cfg: Config, beta: jax.Array) -> jax.Array:
@@ -218,7 +218,7 @@ def make_trainer(cfg: Config, total_steps: int, mesh=None) -> Trainer:
                    wrap_step=with_beta, compiler_options=workarounds.cpu_compiler_options())
 
 
-def build(cfg: Config, total_steps: int, mesh=None):
+def build_step(cfg: Config, total_steps: int, mesh=None):
     """(graphdef, state placed on the mesh, jitted step) of `make_trainer(cfg, total_steps, mesh)`,
     for driving the step by hand (benchmarks, tests)."""
     trainer = make_trainer(cfg, total_steps, mesh)

@@ -63,7 +63,7 @@ def test_full_config_one_train_step_at_reduced_batch(name, devices):
     cfg = dataclasses.replace({"mnist": configs.MNIST, "cifar10": configs.CIFAR10,
                                "celeba64": configs.CELEBA64}[name], batch_size=8)
     mesh = make_mesh(devices=devices)
-    _, state, step = train.build(cfg, 100, mesh)
+    _, state, step = train.build_step(cfg, 100, mesh)
     x = np.random.default_rng(0).random((8, cfg.image_size, cfg.image_size, cfg.channels_in)).astype(np.float32)
     state, m = step(state, shard_batch({"image": np.round(x * 255) / 255}, mesh))
     assert int(state.skipped) == 0 and np.isfinite(float(m["loss"])) and float(m["nelbo"]) > 0

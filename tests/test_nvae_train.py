@@ -27,7 +27,7 @@ def _batches(n=2):
 
 
 def _two_steps(mesh):
-    _, state, step = train.build(TINY, 10, mesh=mesh)
+    _, state, step = train.build_step(TINY, 10, mesh=mesh)
     losses = []
     for b in _batches():
         state, m = step(state, shard_batch(b, mesh))
@@ -56,7 +56,7 @@ def _spectral(graphdef, state):
 @pytest.mark.slow  # two fits, each compiling the step (~2.5 min on the loaded 2-core sandbox)
 def test_checkpoint_resume_is_exact_and_keeps_power_iteration_vectors(tmp_path):
     x = (np.random.default_rng(0).random((32, 8, 8, 1)) > 0.5).astype(np.float32)
-    graphdef, init, _ = train.build(TINY, 3)
+    graphdef, init, _ = train.build_step(TINY, 3)
     full_dir = tmp_path / "full"
     _, full, hist = train.fit(TINY, x, 3, checkpoint_dir=full_dir, checkpoint_every=2, log_every=1)
     assert [h["step"] for h in hist] == [1, 2, 3] and int(full.skipped) == 0
