@@ -104,3 +104,19 @@ def test_predict_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, spa
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err
     assert _snapshot(spaces_run) == before
+
+
+@pytest.mark.slow
+def test_quick_preset_end_to_end(tmp_path, new_documents):
+    """The quick preset as spaces/README.md shows it: eval gives the run's table, predict one new judgment."""
+    out = tmp_path / "run"
+    assert kexue("run", "spaces.synthetic_pipeline", "--out", str(out)).returncode == 0
+    assert kexue("eval", "spaces.synthetic_pipeline", "--run", str(out)).returncode == 0
+    evaluated = json.loads((out / "eval.json").read_text())["rows"]
+    trained = json.loads((out / "metrics.json").read_text())["rows"]
+    assert [r[0] for r in evaluated] == [r[0] for r in trained]
+    for ours, theirs in zip(evaluated, trained, strict=True):
+        assert ours[1:] == pytest.approx(theirs[1:], abs=1e-6), ours[0]
+    result = kexue("predict", "spaces.synthetic_pipeline", "--run", str(out), "--input",
+                   str(new_documents[0] / "one.json"))
+    assert result.returncode == 0 and json.loads(result.stdout.strip().splitlines()[-1])["summary"]
