@@ -152,11 +152,15 @@ def test_sample_interpolates_between_test_images(nvae_run):
                                           (["--interpolate", "0"], "--interpolate takes test-image indices in pairs"),
                                           (["--interpolate", "0", "9999"], "--interpolate 9999: the run's test set"),
                                           (["--interpolate", "--steps", "1"], "--steps must be >= 2")])
-def test_sample_bad_input(nvae_run, args, needle):
+def test_sample_bad_input(capsys, nvae_run, args, needle):
+    """In-process (`shared.cli.main`, as the console command calls it): exit code 2, one line, nothing changed."""
+    from shared.cli import main
+
     before = _snapshot(nvae_run)
-    result = kexue("sample", "nvae_jax.digits", "--run", str(nvae_run), *args)
-    assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and _snapshot(nvae_run) == before
+    capsys.readouterr()
+    assert main(["sample", "nvae_jax.digits", "--run", str(nvae_run), *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1 and _snapshot(nvae_run) == before
 
 
 def test_list_names_the_commands_each_experiment_offers():
