@@ -18,7 +18,7 @@ import sys
 PACKAGES = ("shared", "nvae_jax", "longtail", "flooding", "weissi", "rnn_grad", "mwp", "spaces")
 SAME_JOB = {
     "run", "evaluate_run", "predict_run",  # the `Experiment` contract: run, `kexue eval`, `kexue predict`
-    "make_trainer",  # the experiment's `shared.trainer.Trainer`, also what `kexue eval` restores into
+    "make_trainer", "build",  # the experiment's `shared.trainer.Trainer`, also what `kexue eval` restores into
     "main",  # a command-line entry point
     "method_parts",  # weissi: (optax transform, penalty) of a method, for the digits and the CIFAR config
     "num_steps",  # flooding / weissi CIFAR: total steps of a config
