@@ -76,17 +76,19 @@ def evaluate_run(run: RunDir) -> dict:
     unit = "nats" if binary else "bits/dim"
     reported = value if binary else evaluate.nats_to_bpd(value, int(np.prod(images.shape[1:])))
     if config.dataset == "digits":
-        published = PUBLISHED_DIGITS
+        published, how = PUBLISHED_DIGITS, ""
     else:
-        from nvae_jax.full import PUBLISHED
+        from nvae_jax.full import PUBLISHED, protocol
 
         published = f"{PUBLISHED[config.dataset][1]} {PUBLISHED[config.dataset][0]} (Vahdat & Kautz 2020, Table 2)"
+        how = f" Protocol: {protocol(config, len(per_image))}"
     metrics = {f"test_nll_{unit.replace('/', '_per_')}": reported, "num_images": len(per_image),
                "num_iw_samples": k, "model": run.model or "nvae", "step": step,
                "seconds": time.perf_counter() - start}
     write_outputs(run, "eval", metrics, [
         f"# {run.experiment} ({run.model or 'nvae'}): evaluation of {run.path} at step {step}",
-        f"IW test NLL {reported:.3f} {unit} on {len(per_image)} test images with K = {k}; published: {published}."])
+        f"IW test NLL {reported:.3f} {unit} on {len(per_image)} test images with K = {k}; "
+        f"published: {published}.{how}"])
     return metrics
 
 
