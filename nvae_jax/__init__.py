@@ -12,4 +12,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
         "dmol_log_prob", "power_iteration", "swish", "warm_start_spectral"
     ),
     "model": ("NVAE", "ARShiftCell", "PairedFlow"),
+    "evaluate": ("negative_elbo", "iw_nll", "nats_to_bpd"),
+    "convert": ("from_official",),
 }, eager=("CELEBA64", "CIFAR10", "DIGITS", "MNIST", "TINY_MNIST", "Config"))

@@ -20,6 +20,7 @@ from flax import nnx
 
 from nvae_jax.model import NVAE
 from shared import hvae, workarounds
+from shared.train import TrainState
 
 __all__ = ["negative_elbo", "iw_nll", "nats_to_bpd", "readjust_bn", "sample_images", "dmol_sample", "reconstruct",
            "mean_image", "save_grid"]
@@ -46,7 +47,8 @@ def negative_elbo(model: NVAE, images: jax.Array | np.ndarray, key: jax.Array, n
     return jnp.mean(jnp.stack([one(state, k) for k in jax.random.split(key, num_samples)]), axis=0)
 
 
-def iw_nll(graphdef, state, x: jax.Array, key: jax.Array, k: int, chunk: int = 10) -> jax.Array:
+def iw_nll(graphdef: nnx.GraphDef, state: TrainState, x: jax.Array, key: jax.Array, k: int,
+           chunk: int = 10) -> jax.Array:
     """−log p(x) by the importance-weighted bound with k samples (eval-mode BN); per example [B], nats.
 
     log p(x) ≈ logsumexp_k(log p(x|z_k) + log p(z_k) − log q(z_k|x)) − log K (shared.hvae.iw_log_likelihood).
