@@ -40,8 +40,8 @@ LossFn = Callable[[PyTree, PyTree, PyTree, jax.Array], tuple[jax.Array, tuple[Py
 TrainStep = Callable[["TrainState", PyTree], tuple["TrainState", Metrics]]  # (state, batch) -> (state, metrics)
 
 DATA_AXES = ("data", "fsdp")
-# `global_norm` concatenates leaves up to this size (bench_harness: an MLP's 512x512 kernels copied into
-# one vector made its step ~4x slower on CPU; NVAE's many small leaves are what the concatenation is for)
+# `global_norm` concatenates leaves up to this size: copying large kernels into one vector costs more than the
+# reductions it saves, while NVAE's many small leaves gain (bench_harness.py; figures in benchmarks/RESULTS.md)
 CONCAT_NORM_MAX_LEAF = 2 ** 14
 
 

@@ -20,7 +20,7 @@ from shared.transforms import gradient_norm_penalty
 # no spectral / BN penalty and β = 1 (KL balancing off): what is left has no stop_gradient, so the
 # autodiff Hessian is the Hessian of the function that finite differences see
 HVP_CFG = dataclasses.replace(configs.DIGITS, num_nf=1, weight_decay_norm=0.0)
-O0 = {"xla_backend_optimization_level": 0}  # second-order NVAE programs compile 4x faster; speed is no issue here
+O0 = {"xla_backend_optimization_level": 0}  # compiles second-order programs faster (RESULTS.md)
 
 
 def grouped_conv(x, kernel):

@@ -24,7 +24,7 @@ def test_class_errors_by_hand():
 ])
 def test_kexue_eval_of_a_cifar_run_gives_its_numbers(tmp_path, experiment, model, args):
     """A 1-step ResNet-8 run on small CIFAR-10 release files: eval restores it and gets the run's val and test
-    accuracy, and reports per-class and balanced error (~50 s each on the 2-core CPU, mostly compilation)."""
+    accuracy, and reports per-class and balanced error (slow: each compiles a ResNet step)."""
     from tests.test_shared_cifar_files import write_release
     from tests.test_shared_use import _snapshot, kexue
 
