@@ -16,7 +16,7 @@ import optax
 from flooding.configs import CifarConfig
 from shared.augment import random_crop_flip
 from shared.cifar_files import train_val_test
-from shared.classification import make_resnet, train_and_evaluate, unit_images
+from shared.classification import make_resnet, num_steps, train_and_evaluate, unit_images
 from shared.experiment import RunContext
 from shared.transforms import flooding
 
@@ -32,10 +32,6 @@ def make_tx(config: CifarConfig, b: float, num_steps: int) -> optax.GradientTran
     schedule = optax.cosine_decay_schedule(config.learning_rate, num_steps)
     return optax.chain(flooding(b), optax.add_decayed_weights(config.weight_decay),
                        optax.sgd(schedule, momentum=config.momentum))
-
-
-def num_steps(config: CifarConfig, num_train: int) -> int:
-    return config.steps_override or config.num_epochs * (num_train // config.batch_size)
 
 
 def train_level(config: CifarConfig, b: float, ctx: RunContext, train_source, eval_sets: dict) -> dict:
@@ -64,19 +60,12 @@ def evaluate_run(run) -> dict:
     """`kexue eval flooding.cifar10 --run DIR`: every flood level's checkpoint (or `--model b=B`) on the
     validation and test sets: accuracy, per-class and balanced error; the level chosen on validation
     accuracy as the run chooses it. Writes eval.json and eval.md."""
-    from shared.classification import errors_table, evaluate_checkpoints, make_trainer
-    from shared.overrides import UsageError
+    from shared.classification import cifar_eval_data, errors_table, evaluate_checkpoints, make_trainer
     from shared.use import write_outputs
 
     config = run.config
     names = {f"b={b:g}": b for b in config.flood_levels}
-    if run.model is not None and run.model not in names:
-        raise UsageError(f"--model {run.model!r}: the run trained the flood levels {', '.join(names)}")
-    try:
-        train_source, eval_sets = train_val_test(config.dataset, config.val_size, config.data_dir)
-    except ValueError as error:  # the data the run was trained on is gone or damaged
-        raise UsageError(str(error).splitlines()[0]) from None
-    steps = num_steps(config, len(train_source))
+    steps, eval_sets = cifar_eval_data(run, names)
     trainers = {name: (lambda b=b: make_trainer(make_resnet(config.model, 10, config.seed), make_tx(config, b, steps),
                                                 xent_augmented, config))
                 for name, b in names.items() if run.model in (None, name)}

@@ -122,6 +122,29 @@ def evaluate_checkpoints(run: RunDir, trainers: Mapping[str, Callable[[], Traine
     return out
 
 
+def num_steps(config: Any, num_train: int) -> int:
+    """Training steps of a CIFAR classification config: `steps_override`, else `num_epochs` full batches."""
+    return config.steps_override or config.num_epochs * (num_train // config.batch_size)
+
+
+def cifar_eval_data(run: RunDir, names: Mapping[str, Any]) -> tuple[int, dict]:
+    """For `kexue eval` of a CIFAR run: checks `--model` against the run's model `names` and reloads its data.
+
+    Returns (the run's number of training steps, {"val": arrays, "test": arrays}); a `--model` the run did not
+    train, or data that is gone or damaged, is one line (UsageError)."""
+    from shared.cifar_files import train_val_test
+    from shared.overrides import UsageError
+
+    config = run.config
+    if run.model is not None and run.model not in names:
+        raise UsageError(f"--model {run.model!r}: the run trained {', '.join(names)}")
+    try:
+        train_source, eval_sets = train_val_test(config.dataset, config.val_size, config.data_dir)
+    except ValueError as error:  # the data the run was trained on is gone or damaged
+        raise UsageError(str(error).splitlines()[0]) from None
+    return num_steps(config, len(train_source)), eval_sets
+
+
 def errors_table(results: Mapping[str, dict], splits: tuple[str, ...] = ("val", "test")) -> str:
     """A markdown table of `evaluate_checkpoints`'s results: accuracy and balanced error (%) per set,
     and the per-class errors (%) of the last set."""

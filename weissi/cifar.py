@@ -19,7 +19,7 @@ from flax import nnx
 
 from shared.augment import random_crop_flip
 from shared.cifar_files import train_val_test
-from shared.classification import make_resnet, train_and_evaluate, unit_images
+from shared.classification import make_resnet, num_steps, train_and_evaluate, unit_images
 from shared.experiment import RunContext
 from shared.transforms import add_decoupled_weissi, default_weissi_mask, weissi_penalty
 from weissi.configs import CifarConfig
@@ -45,10 +45,6 @@ def method_parts(config: CifarConfig, method: str, lam: float, num_steps: int):
         return optax.chain(optax.scale_by_adam(), add_decoupled_weissi(lam),
                            optax.scale_by_learning_rate(adam_lr)), zero
     raise ValueError(f"config.methods: unknown method {method!r}")
-
-
-def num_steps(config: CifarConfig, num_train: int) -> int:
-    return config.steps_override or config.num_epochs * (num_train // config.batch_size)
 
 
 def run_parts(config: CifarConfig, method: str, lam: float, steps: int):
@@ -90,19 +86,12 @@ def evaluate_run(run) -> dict:
     """`kexue eval weissi.cifar10 --run DIR`: every (method, λ) checkpoint (or `--model METHOD_λ`) on the
     validation and test sets: accuracy, per-class and balanced error; per method the λ chosen on
     validation accuracy as the run chooses it. Writes eval.json and eval.md."""
-    from shared.classification import errors_table, evaluate_checkpoints, make_trainer
-    from shared.overrides import UsageError
+    from shared.classification import cifar_eval_data, errors_table, evaluate_checkpoints, make_trainer
     from shared.use import write_outputs
 
     config = run.config
     names = {f"{m}_{lam:g}": (m, lam) for m in config.methods for lam in config.grid(m)}
-    if run.model is not None and run.model not in names:
-        raise UsageError(f"--model {run.model!r}: the run trained {', '.join(names)}")
-    try:
-        train_source, eval_sets = train_val_test(config.dataset, config.val_size, config.data_dir)
-    except ValueError as error:  # the data the run was trained on is gone or damaged
-        raise UsageError(str(error).splitlines()[0]) from None
-    steps = num_steps(config, len(train_source))
+    steps, eval_sets = cifar_eval_data(run, names)
 
     def build(method: str, lam: float):
         tx, loss = run_parts(config, method, lam, steps)
