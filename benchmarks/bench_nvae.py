@@ -25,6 +25,10 @@ use less). `--cache warm` first compiles our step into a fresh persistent compil
 separate worker (reported as `cold_*`), then races a worker that loads it, as a second `kexue` run does.
 `--compiler-options none` compiles our step with XLA's defaults instead of
 `shared.workarounds.cpu_compiler_options()` (the A/B of that choice).
+`--scan-groups false` times our step with the latent groups unrolled instead of under `lax.scan`;
+`--versus unrolled` races the scanned step against the unrolled one (interleaved windows, as with the peer);
+`--depth` reports compile time and peak RSS of `tiny_mnist` and `mnist` at `--batch`, scanned and unrolled,
+each in its own worker, one at a time (`--depth-large cifar10 celeba64`: those too, scanned, at batch 1).
 
 CPU run-time patches for the official code (its files are never edited): `scripts/nvae_official_cpu.py`
 (a `tensorboardX` stub, `.cuda()` as identity, the fused sync-BN+Swish layer as `nn.BatchNorm2d` + SiLU,
@@ -127,31 +131,38 @@ for line in sys.stdin:
 '''
 
 
-def _config(name: str, batch: int):
+CONFIGS = ("tiny_mnist", "mnist", "cifar10", "celeba64")
+
+
+def _config(name: str, batch: int, scan: bool = True):
     from nvae_jax import configs
 
-    return dataclasses.replace({"tiny_mnist": configs.TINY_MNIST, "mnist": configs.MNIST}[name], batch_size=batch)
+    base = {"tiny_mnist": configs.TINY_MNIST, "mnist": configs.MNIST, "cifar10": configs.CIFAR10,
+            "celeba64": configs.CELEBA64}[name]
+    return dataclasses.replace(base, batch_size=batch, scan_groups=scan)
 
 
-def _batch(batch: int) -> np.ndarray:
-    """Random binarised images [B, 32, 32, 1] (seed 0), identical for both sides."""
-    rng = np.random.default_rng(0)
-    return (rng.random((batch, 32, 32, 1)) > 0.5).astype(np.float32)
+def _batch(name: str, batch: int) -> np.ndarray:
+    """Random images [B, H, W, C] of the config's shape (seed 0), identical for both sides: binary for the
+    Bernoulli configs, 8-bit levels in [0, 1] for DMoL."""
+    cfg = _config(name, batch)
+    u = np.random.default_rng(0).random((batch, cfg.image_size, cfg.image_size, cfg.channels_in))
+    return ((u > 0.5) if cfg.output == "bernoulli" else np.round(u * 255.0) / 255.0).astype(np.float32)
 
 
 class _Ours:
     """Our jitted step on one fixed batch: compile + warm-up at construction, `window(n)` -> step times."""
 
-    def __init__(self, config: str, batch: int):
+    def __init__(self, config: str, batch: int, scan: bool = True):
         import jax
 
         from nvae_jax import train
 
         self.jax = jax
         t = time.perf_counter()
-        _, self.state, self.step = train.build_step(_config(config, batch), TOTAL_STEPS)
+        _, self.state, self.step = train.build_step(_config(config, batch, scan), TOTAL_STEPS)
         self.build_s = time.perf_counter() - t
-        self.batch = {"image": _batch(batch)}
+        self.batch = {"image": _batch(config, batch)}
         t = time.perf_counter()
         self.state, m = self.step(self.state, self.batch)
         jax.block_until_ready(m)
@@ -185,10 +196,10 @@ def _use_compiler_options(choice: str) -> None:
         workarounds.cpu_compiler_options = lambda: None
 
 
-def _serve_ours(config: str, batch: int, compiler_options: str) -> None:
+def _serve_ours(config: str, batch: int, compiler_options: str, scan: bool) -> None:
     """Worker mode: the same line protocol as the peer driver (READY, then `window N` / `quit`)."""
     _use_compiler_options(compiler_options)
-    ours = _Ours(config, batch)
+    ours = _Ours(config, batch, scan)
     _say("READY", ours.info)
     for line in sys.stdin:
         cmd = line.split()
@@ -286,22 +297,30 @@ def _summary(windows: list[list[float]]) -> dict:
             "window_means": [round(statistics.mean(w), 5) for w in windows]}
 
 
+def _ours_argv(args, scan: bool) -> list[str]:
+    return [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config", args.config,
+            "--batch", str(args.batch), "--compiler-options", args.compiler_options,
+            "--scan-groups", str(scan).lower()]
+
+
 def _race(args) -> dict:
-    src = pathlib.Path(args.peer_src)
-    missing = [f for f in ("model.py", "utils.py", "neural_operations.py", "distributions.py",
-                           "thirdparty/__init__.py") if not (src / f).is_file()]
-    if missing:
-        raise SystemExit(f"bench_nvae: --peer-src {src} is not an NVlabs/NVAE checkout (missing {missing})")
-    if not pathlib.Path(args.peer_python).is_file():
-        raise SystemExit(f"bench_nvae: --peer-python {args.peer_python} does not exist (needs torch, CPU is fine)")
+    """Interleaved windows of our worker and a second one: the official code (`--peer-src`) or, with
+    `--versus unrolled`, our same step with `scan_groups=False`."""
+    versus = args.versus == "unrolled"
+    src = pathlib.Path(args.peer_src or ".")
+    if not versus:
+        missing = [f for f in ("model.py", "utils.py", "neural_operations.py", "distributions.py",
+                               "thirdparty/__init__.py") if not (src / f).is_file()]
+        if missing:
+            raise SystemExit(f"bench_nvae: --peer-src {src} is not an NVlabs/NVAE checkout (missing {missing})")
+        if not pathlib.Path(args.peer_python).is_file():
+            raise SystemExit(f"bench_nvae: --peer-python {args.peer_python} does not exist (needs torch, CPU is fine)")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_nvae_") as d:
         tmp = pathlib.Path(d)
-        np.save(tmp / "batch.npy", _batch(args.batch))
+        np.save(tmp / "batch.npy", _batch(args.config, args.batch))
         (tmp / "peer_driver.py").write_text(PEER_DRIVER)
-        spec = _peer_spec(args.config, args.batch, tmp / "batch.npy", args.threads)
-        ours_argv = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config", args.config,
-                     "--batch", str(args.batch), "--compiler-options", args.compiler_options]
+        ours_argv = _ours_argv(args, args.scan_groups == "true")
         cache, cold = (tmp / "xla_cache" if args.cache == "warm" else None), {}
         if cache is not None:  # a first worker compiles into the cache (its numbers: the cold start)
             filler = _Worker("ours-cold", ours_argv, tmp, threads=args.threads, cache_dir=cache)
@@ -313,13 +332,17 @@ def _race(args) -> dict:
                 filler.close()
             cold = {"cold_compile_s": info["compile_s"], "cold_peak_rss_mb": done["peak_rss_mb"],
                     "cold_rss_end_mb": done["rss_end_mb"]}
-        # ours first, alone, so its compile does not share the cores with the peer's start-up
+        # ours first, alone, so its compile does not share the cores with the other side's start-up
         ours = _Worker("ours", ours_argv, tmp, threads=args.threads, cache_dir=cache)
         peer = None
         try:
             ours_info = ours.expect("READY")
-            peer = _Worker("peer", [args.peer_python, str(tmp / "peer_driver.py"), str(src), json.dumps(spec)], tmp,
-                           cwd=str(tmp), threads=args.threads)
+            if versus:
+                peer = _Worker("unrolled", _ours_argv(args, False), tmp, threads=args.threads, cache_dir=cache)
+            else:
+                spec = _peer_spec(args.config, args.batch, tmp / "batch.npy", args.threads)
+                peer = _Worker("peer", [args.peer_python, str(tmp / "peer_driver.py"), str(src), json.dumps(spec)],
+                               tmp, cwd=str(tmp), threads=args.threads)
             peer_info = peer.expect("READY")
             wins = {"ours": [], "peer": []}
             for r in range(args.repeats):
@@ -335,9 +358,11 @@ def _race(args) -> dict:
             if peer is not None:
                 peer.close()
     o, p = _summary(wins["ours"]), _summary(wins["peer"])
-    return {**o, **ours_info, **ours_done, **cold, "cache": args.cache,
-            "peer": {**p, **peer_info, **peer_done, "src": str(src), "python": args.peer_python,
-                     "precision": "fp32", "optimizer": "torch.optim.Adamax(eps=1e-3)"},
+    side = ({"side": "nvae_jax, scan_groups=False (unrolled)"} if versus else
+            {"src": str(src), "python": args.peer_python, "precision": "fp32",
+             "optimizer": "torch.optim.Adamax(eps=1e-3)"})
+    return {**o, **ours_info, **ours_done, **cold, "cache": args.cache, "versus": args.versus,
+            "peer": {**p, **peer_info, **peer_done, **side},
             "ratio_time_peer_over_ours": p["step_s_median"] / o["step_s_median"],
             "ratio_rss_ours_over_peer": ours_done["peak_rss_mb"] / peer_done["peak_rss_mb"],
             "ratio_rss_end_ours_over_peer": ours_done["rss_end_mb"] / peer_done["rss_end_mb"],
@@ -345,9 +370,38 @@ def _race(args) -> dict:
             "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
+def _depth(args) -> dict:
+    """Compile time (trace + XLA compile + first step) and peak RSS of our step per config, one worker at a
+    time: `tiny_mnist` and `mnist` at `--batch` both scanned and unrolled, then `--depth-large` configs scanned."""
+    runs = [(c, args.batch, scan) for scan in (True, False) for c in ("tiny_mnist", "mnist")]
+    runs += [(c, 1, True) for c in args.depth_large]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_nvae_") as d:
+        for config, batch, scan in runs:
+            argv = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config", config,
+                    "--batch", str(batch), "--compiler-options", args.compiler_options,
+                    "--scan-groups", str(scan).lower()]
+            w = _Worker(f"{config}-{'scan' if scan else 'unrolled'}", argv, pathlib.Path(d), threads=args.threads)
+            try:
+                info = w.expect("READY")
+                w.send("quit")
+                done = w.expect("DONE")
+            finally:
+                w.close()
+            rows.append({"config": config, "batch": batch, "scan_groups": scan, "build_s": info["build_s"],
+                         "compile_s": info["compile_s"], "peak_rss_mb": done["peak_rss_mb"],
+                         "loadavg": [round(x, 2) for x in os.getloadavg()]})
+            print(json.dumps(rows[-1]), flush=True)
+    by = {(r["config"], r["scan_groups"]): r for r in rows}
+    return {"depth": rows, "ratio_compile_mnist_over_tiny_scanned":
+            by["mnist", True]["compile_s"] / by["tiny_mnist", True]["compile_s"],
+            "ratio_compile_mnist_over_tiny_unrolled":
+            by["mnist", False]["compile_s"] / by["tiny_mnist", False]["compile_s"]}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="tiny_mnist", choices=["tiny_mnist", "mnist"])
+    ap.add_argument("--config", default="tiny_mnist", choices=CONFIGS)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per window")
     ap.add_argument("--repeats", type=int, default=5, help="timed windows per side (interleaved with the peer)")
@@ -365,6 +419,14 @@ def main():
     ap.add_argument("--compiler-options", default="harness", choices=["harness", "none"],
                     help="harness: our step compiled with shared.workarounds.cpu_compiler_options() (as nvae_jax.train."
                          "build does); none: XLA:CPU's defaults (the MLIR fusion emitters), for an A/B")
+    ap.add_argument("--scan-groups", default="true", choices=["true", "false"],
+                    help="our step with the latent groups under lax.scan (true, the default config) or unrolled")
+    ap.add_argument("--versus", default="peer", choices=["peer", "unrolled"],
+                    help="the second side of the race: the official code (--peer-src) or our unrolled step")
+    ap.add_argument("--depth", action="store_true",
+                    help="compile time and peak RSS of tiny_mnist and mnist at --batch, scanned and unrolled")
+    ap.add_argument("--depth-large", nargs="*", default=[], choices=["cifar10", "celeba64"],
+                    help="with --depth: these configs too, scanned, at batch 1")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.malloc == "hugetlb" and not args.worker:
@@ -375,24 +437,31 @@ def main():
     if not 0 <= args.threads <= len(os.sched_getaffinity(0)):
         ap.error(f"--threads must be in [0, {len(os.sched_getaffinity(0))}], got {args.threads}")
     if args.worker:
-        _serve_ours(args.config, args.batch, args.compiler_options)
+        _serve_ours(args.config, args.batch, args.compiler_options, args.scan_groups == "true")
         return
     rec = {"bench": "nvae", "config": args.config, "batch": args.batch, "steps": args.steps,
            "repeats": args.repeats, "threads": args.threads or "default", "compiler_options": args.compiler_options,
+           "scan_groups": args.scan_groups,
            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
-    if args.peer_src:
+    if args.depth:
+        rec.update(_depth(args))
+    elif args.peer_src or args.versus == "unrolled":
         rec.update(_race(args))
     else:
         _use_compiler_options(args.compiler_options)
-        ours = _Ours(args.config, args.batch)
+        ours = _Ours(args.config, args.batch, args.scan_groups == "true")
         windows = [ours.window(args.steps) for _ in range(args.repeats)]
         rec.update({**_summary(windows), **ours.info,
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                     "loadavg": [round(x, 2) for x in os.getloadavg()]})
     line = json.dumps(rec)
     print(line)
-    if "peer" in rec:
-        print(f"peer/ours step time: {rec['ratio_time_peer_over_ours']:.2f}x "
+    if "depth" in rec:
+        print(f"compile mnist / tiny_mnist: scanned {rec['ratio_compile_mnist_over_tiny_scanned']:.2f}x, "
+              f"unrolled {rec['ratio_compile_mnist_over_tiny_unrolled']:.2f}x")
+    elif "peer" in rec:
+        other = "unrolled" if rec["versus"] == "unrolled" else "peer"
+        print(f"{other}/ours step time: {rec['ratio_time_peer_over_ours']:.2f}x "
               f"(ours {rec['step_s_median']:.3f} s, peer {rec['peer']['step_s_median']:.3f} s); "
               f"ours/peer peak RSS: {rec['ratio_rss_ours_over_peer']:.2f} "
               f"(ours {rec['peak_rss_mb']:.0f} MB, peer {rec['peer']['peak_rss_mb']:.0f} MB); "

@@ -36,6 +36,9 @@ class Config:
     num_nf: int = 0  # paired autoregressive flow cells per latent group (posterior only)
     num_mixtures: int = 10
     use_se: bool = True
+    # the identical latent groups of a scale (encoder and decoder) run under lax.scan, so the compiled program
+    # does not grow with depth; False unrolls them in Python (same maths, the program grows with the groups)
+    scan_groups: bool = True
     # training
     epochs: int = 400
     batch_size: int = 200  # the global batch, split over every process and device

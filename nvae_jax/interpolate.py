@@ -50,25 +50,7 @@ def decode_from_top(model: NVAE, z_top: jax.Array, key: jax.Array, temperature: 
     The keys are the model's own (`jax.random.split(key, G)`, group g drawing with key g), so with z_top
     the prior draw of group 0 this is `model.sample(key, B, temperature)`.
     """
-    cfg = model.cfg
-    h = _const_state(model, z_top.shape[0])
-    keys = jax.random.split(key, sum(cfg.groups))
-    gi = 0
-    for s, g in enumerate(reversed(cfg.groups)):
-        for _ in range(g):
-            group = model.groups_dec[gi]
-            if gi == 0:
-                for cell in group.cells:
-                    h = cell(h)
-                h = group.combine(h, z_top)
-            else:
-                h, _ = group(keys[gi], h, None, temperature)
-            gi += 1
-        if s < len(cfg.groups) - 1:
-            h = model.ups[s](h)
-    for layer in model.post:
-        h = layer(h)
-    return model.head(jax.nn.elu(h)).astype(jnp.float32)
+    return model.sample(key, z_top.shape[0], temperature, z_top=z_top)
 
 
 def slerp(a: jax.Array, b: jax.Array, alpha: float | jax.Array) -> jax.Array:

@@ -17,6 +17,7 @@ from flax import nnx
 from nvae_jax.configs import Config
 from nvae_jax.layers import ARConv, SqueezeExcite, WNConv, bernoulli_log_prob, dmol_log_prob, swish
 from shared import hvae, workarounds
+from shared.layer_scan import scan_modules
 
 
 def _bn(c, rngs, dtype=None):
@@ -195,14 +196,36 @@ class LatentGroup(nnx.Module):
         return z, log_det
 
     def __call__(self, key: jax.Array, h: jax.Array, enc_feature: jax.Array | None = None,
-                 temperature: float | jax.Array = 1.0) -> tuple[jax.Array, dict]:
-        """(new decoder state, `latent_group_step`'s aux); generation (z ~ p at `temperature`) without e."""
+                 temperature: float | jax.Array = 1.0, z_fixed: jax.Array | None = None) -> tuple[jax.Array, dict]:
+        """(new decoder state, `latent_group_step`'s aux); generation (z ~ p at `temperature`, or z = `z_fixed`)
+        without e."""
         for cell in self.cells:
             h = cell(h)
         inference = enc_feature is not None
         return hvae.latent_group_step(key, h, self.prior_params, self.combine, enc_feature,
                                       self.posterior_offsets if inference else None, temperature=temperature,
-                                      flow=self.flow if inference and len(self.flows) else None)
+                                      z_fixed=z_fixed, flow=self.flow if inference and len(self.flows) else None)
+
+
+def _group_step(temperature: float | jax.Array):
+    """`scan_modules`' step for latent groups: (group, h, (key, e or None)) → (h', {"kl", "log_pq"} [B] or None)."""
+
+    def step(group: LatentGroup, h: jax.Array, inputs: tuple[jax.Array, jax.Array | None]):
+        key, feature = inputs
+        h, aux = group(key, h, feature, temperature)
+        if aux["kl"] is None:
+            return h, None
+        return h, {"kl": jnp.sum(aux["kl"], axis=(1, 2, 3)),
+                   "log_pq": jnp.sum(aux["log_p"] - aux["log_q"], axis=(1, 2, 3))}
+
+    return step
+
+
+def _enc_group_step(cells: nnx.List, h: jax.Array, _) -> tuple[jax.Array, jax.Array]:
+    """`scan_modules`' step for encoder groups: the group's cells in turn; the output is also its feature."""
+    for cell in cells:
+        h = cell(h)
+    return h, h
 
 
 class NVAE(nnx.Module):
@@ -265,40 +288,68 @@ class NVAE(nnx.Module):
                  else cfg.channels_in * (2 if cfg.output == "normal" else 1))
         self.head = WNConv(c, out_c, 3, rngs=rngs)
 
-    def _decode(self, key, enc_feats, batch, temperature=1.0):
-        groups = self.cfg.groups
-        s_state = jnp.broadcast_to(self.const[...].astype(self.dtype), (batch, *self.const.shape[1:]))
-        kls, gi, keys = [], 0, jax.random.split(key, sum(groups))
-        log_pq = jnp.zeros((batch,), jnp.float32)  # Σ_groups log p(z) − log q(z) (for IW bounds)
-        for s, g in enumerate(reversed(groups)):
-            for _ in range(g):
-                feat = None if enc_feats is None else enc_feats[gi]
-                s_state, aux = self.groups_dec[gi](keys[gi], s_state, feat, temperature)
-                if aux["kl"] is not None:
-                    kls.append(jnp.sum(aux["kl"], axis=(1, 2, 3)))
-                    log_pq = log_pq + jnp.sum(aux["log_p"] - aux["log_q"], axis=(1, 2, 3))
-                gi += 1
-            if s < len(groups) - 1:
-                s_state = self.ups[s](s_state)
-        for layer in self.post:
-            s_state = layer(s_state)
-        return self.head(jax.nn.elu(s_state)).astype(jnp.float32), kls, log_pq
+    def _decode(self, key: jax.Array, enc_scales: list[jax.Array] | None, batch: int,
+                temperature: float | jax.Array = 1.0, z_top: jax.Array | None = None):
+        """Top-down pass: (output params, KL per group [B, G] or None in generation, Σ_g log p(z) − log q(z) [B]).
 
-    def encode(self, x: jax.Array) -> list[jax.Array]:
-        """Bottom-up features, one per group, in decoder order (coarsest first)."""
+        enc_scales: `_encode_scales`' features (None: generate from the prior). Group g draws with key g of
+        `jax.random.split(key, G)`; `z_top` fixes the top group's z in generation. The latent groups of a
+        scale below the top one are identical and run under `scan_modules` (`Config.scan_groups`).
+        """
+        cfg = self.cfg
+        h = jnp.broadcast_to(self.const[...].astype(self.dtype), (batch, *self.const.shape[1:]))
+        keys = jax.random.split(key, sum(cfg.groups))
+        kls, log_pq = [], jnp.zeros((batch,), jnp.float32)
+        step, gi = _group_step(temperature), 0
+        for s, g in enumerate(reversed(cfg.groups)):
+            feats = None if enc_scales is None else enc_scales[s]  # [g, B, H, W, C], this scale's groups
+            first = 0
+            if s == 0:  # the top group (prior N(0, I), no cells) differs from the rest
+                if z_top is None:
+                    h, out = step(self.groups_dec[0], h, (keys[0], None if feats is None else feats[0]))
+                else:
+                    h, out = self.groups_dec[0](keys[0], h, None, temperature, z_fixed=z_top)[0], None
+                if out is not None:
+                    kls.append(out["kl"][:, None])
+                    log_pq = log_pq + out["log_pq"]
+                first = 1
+            if first < g:
+                xs = (keys[gi + first:gi + g], None if feats is None else feats[first:])
+                h, out = scan_modules(list(self.groups_dec[gi + first:gi + g]), step, h, xs, scan=cfg.scan_groups)
+                if out is not None:
+                    kls.append(out["kl"].T)
+                    log_pq = log_pq + jnp.sum(out["log_pq"], axis=0)
+            gi += g
+            if s < len(cfg.groups) - 1:
+                h = self.ups[s](h)
+        for layer in self.post:
+            h = layer(h)
+        kl = jnp.concatenate(kls, axis=1) if kls else None
+        return self.head(jax.nn.elu(h)).astype(jnp.float32), kl, log_pq
+
+    def _encode_scales(self, x: jax.Array) -> list[jax.Array]:
+        """Bottom-up features stacked per scale in decoder order: coarsest scale first, each [g, B, H, W, C]
+        with its groups in decoder order. The groups of a scale run under `scan_modules`."""
         h = self.stem((2.0 * x - 1.0).astype(self.dtype))
         for layer in self.pre:
             h = layer(h)
-        feats = []
-        for plan, block in zip(self.enc_plan, self.enc):
+        scales: list[jax.Array] = []
+        run: list[nnx.List] = []
+        for plan, block in [*zip(self.enc_plan, self.enc), ("end", None)]:
             if plan == "group":
-                for cell in block:
-                    h = cell(h)
-                feats.append(h)
-            else:
+                run.append(block)
+                continue
+            h, feats = scan_modules(run, _enc_group_step, h, scan=self.cfg.scan_groups)
+            scales.append(feats)
+            run = []
+            if block is not None:
                 h = block(h)
-        feats[-1] = self.enc0(jax.nn.elu(feats[-1]))
-        return feats[::-1]
+        scales[-1] = scales[-1].at[-1].set(self.enc0(jax.nn.elu(scales[-1][-1])))
+        return [feats[::-1] for feats in scales[::-1]]
+
+    def encode(self, x: jax.Array) -> list[jax.Array]:
+        """Bottom-up features, one per group [B, H, W, C], in decoder order (coarsest first)."""
+        return [f for feats in self._encode_scales(x) for f in feats]
 
     def log_px(self, out: jax.Array, x: jax.Array) -> jax.Array:
         """log p(x|z) per example [B]; x in [0, 1] (DMoL and Normal score 2x − 1, as the official code).
@@ -320,15 +371,17 @@ class NVAE(nnx.Module):
 
     def __call__(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """ELBO pieces: (recon NLL [B], KL per group [B, G], decoder output)."""
-        out, kls, _ = self._decode(key, self.encode(x), x.shape[0])
-        return -self.log_px(out, x), jnp.stack(kls, axis=1), out
+        out, kl, _ = self._decode(key, self._encode_scales(x), x.shape[0])
+        return -self.log_px(out, x), kl, out
 
     def log_weight(self, x: jax.Array, key: jax.Array) -> jax.Array:
         """One importance weight log p(x|z) + log p(z) − log q(z|x), z ~ q; per example [B]."""
-        out, _, log_pq = self._decode(key, self.encode(x), x.shape[0])
+        out, _, log_pq = self._decode(key, self._encode_scales(x), x.shape[0])
         return self.log_px(out, x) + log_pq
 
-    def sample(self, key: jax.Array, n: int, temperature: float | jax.Array = 1.0) -> jax.Array:
-        """Decoder output params for n samples from the prior at `temperature`."""
-        out, _, _ = self._decode(key, None, n, temperature)
+    def sample(self, key: jax.Array, n: int, temperature: float | jax.Array = 1.0,
+               z_top: jax.Array | None = None) -> jax.Array:
+        """Decoder output params for n samples from the prior at `temperature`; `z_top` [n, h, w, L] fixes the
+        top group's z (the lower groups still draw theirs)."""
+        out, _, _ = self._decode(key, None, n, temperature, z_top)
         return out

@@ -1,0 +1,152 @@
+"""Latent groups under `lax.scan` (`Config.scan_groups`): the unrolled loop's maths, a program whose size does
+not grow with depth, and one parameter layout for both, so checkpoints move between them."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from nvae_jax import train
+from nvae_jax.configs import DIGITS
+from nvae_jax.model import NVAE
+from shared.layer_scan import scan_modules
+
+SMALL = dataclasses.replace(DIGITS, image_size=8, num_channels=4, num_latent_per_group=2, batch_size=4,
+                            num_postprocess_cells=1, num_preprocess_cells=1)
+CASES = {
+    "equal groups": dict(num_groups_per_scale=3),
+    # adaptive: (4, 2, 1) groups finest first, so the coarsest scale is the top group alone
+    "adaptive groups, 3 scales": dict(image_size=16, num_latent_scales=3, num_groups_per_scale=4,
+                                      adaptive_groups=True),
+    "flows, 2 cells per group": dict(num_groups_per_scale=2, num_nf=1, num_cell_per_group_enc=2,
+                                     num_cell_per_group_dec=2),
+}
+
+
+def _images(cfg, n=4):
+    return jnp.asarray(np.random.default_rng(0).random((n, cfg.image_size, cfg.image_size, 1)) > 0.5, jnp.float32)
+
+
+def _outputs(cfg):
+    """Train-mode forward (recon, KL per group), its parameter gradient and the BN statistics it leaves; an IW
+    log-weight and a sample at T = 0.7 in eval mode."""
+    model = NVAE(cfg, rngs=nnx.Rngs(0))
+    x, key = _images(cfg), jax.random.PRNGKey(1)
+
+    def loss(m):
+        recon, kl, _ = m(x, key)
+        return jnp.mean(recon + jnp.sum(kl, axis=1)), (recon, kl)
+
+    (_, (recon, kl)), grads = nnx.value_and_grad(loss, has_aux=True)(model)
+    stats = nnx.state(model, nnx.BatchStat)
+    model.eval()
+    return {"recon": recon, "kl": kl, "grads": grads, "stats": stats, "log_w": model.log_weight(x, key),
+            "sample": model.sample(jax.random.PRNGKey(2), 3, 0.7)}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_scanned_groups_equal_the_unrolled_loop(case):
+    cfg = dataclasses.replace(SMALL, **CASES[case])
+    scanned, unrolled = _outputs(cfg), _outputs(dataclasses.replace(cfg, scan_groups=False))
+    assert scanned["kl"].shape == (4, sum(cfg.groups))
+    for name in scanned:
+        a, b = jax.tree.leaves(scanned[name]), jax.tree.leaves(unrolled[name])
+        assert len(a) == len(b) > 0, name
+        for u, v in zip(a, b):
+            np.testing.assert_allclose(u, v, rtol=2e-5, atol=2e-5, err_msg=name)
+    # the train-mode forward moved every BN's running statistics, the scanned groups' included
+    fresh = jax.tree.leaves(nnx.state(NVAE(cfg, rngs=nnx.Rngs(0)), nnx.BatchStat))
+    moved = [np.abs(np.asarray(u) - np.asarray(v)).max() for u, v in zip(jax.tree.leaves(scanned["stats"]), fresh)]
+    assert min(moved) > 0
+
+
+def _convolutions(cfg) -> int:
+    """Convolutions in the lowered program of one loss-and-gradient evaluation."""
+    graphdef, state = nnx.split(NVAE(cfg, rngs=nnx.Rngs(0)))
+
+    def loss(state, x, key):
+        recon, kl, _ = nnx.merge(graphdef, state)(x, key)
+        return jnp.mean(recon + jnp.sum(kl, axis=1))
+
+    text = jax.jit(jax.grad(loss)).lower(state, _images(cfg), jax.random.PRNGKey(0)).as_text()
+    return text.count("stablehlo.convolution")
+
+
+def test_program_size_does_not_grow_with_the_number_of_groups():
+    counts = {(scan, g): _convolutions(dataclasses.replace(SMALL, num_groups_per_scale=g, scan_groups=scan))
+              for scan in (True, False) for g in (2, 6)}
+    assert counts[True, 2] == counts[True, 6]
+    assert counts[False, 6] > counts[False, 2] + 20  # unrolled: every group's convs again, forward and backward
+    assert counts[True, 6] < counts[False, 6]
+
+
+def test_scanned_and_unrolled_models_share_one_parameter_layout():
+    """A checkpoint (or a converted official state_dict) holds per-group variables either way."""
+    cfg = dataclasses.replace(SMALL, num_groups_per_scale=3)
+    a = nnx.state(NVAE(cfg, rngs=nnx.Rngs(0)))
+    b = nnx.state(NVAE(dataclasses.replace(cfg, scan_groups=False), rngs=nnx.Rngs(0)))
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(u, v)
+
+
+class _Affine(nnx.Module):
+    def __init__(self, n, *, rngs):
+        self.linear, self.bn = nnx.Linear(n, n, rngs=rngs), nnx.BatchNorm(n, momentum=0.5, rngs=rngs)
+
+    def __call__(self, x):
+        return self.bn(self.linear(x))
+
+
+def test_scan_modules_applies_each_module_once_and_writes_back_batch_statistics():
+    layers = [_Affine(3, rngs=nnx.Rngs(i)) for i in range(4)]
+    x = jnp.arange(6.0).reshape(2, 3)
+    expected, h = [], x
+    for layer in [nnx.clone(m) for m in layers]:
+        h = layer(h)
+        expected.append(nnx.state(layer, nnx.BatchStat))
+    out, ys = scan_modules(layers, lambda m, c, scale: (m(c) * scale, jnp.sum(c)), x, jnp.ones(4))
+    np.testing.assert_allclose(out, h, rtol=1e-6)
+    assert ys.shape == (4,)
+    for layer, want in zip(layers, expected):
+        for u, v in zip(jax.tree.leaves(nnx.state(layer, nnx.BatchStat)), jax.tree.leaves(want)):
+            np.testing.assert_allclose(u, v, rtol=1e-6)
+
+
+def test_scan_modules_refuses_modules_of_different_structure():
+    with pytest.raises(ValueError, match=r"module 1 .*differs in structure"):
+        scan_modules([_Affine(3, rngs=nnx.Rngs(0)), _Affine(4, rngs=nnx.Rngs(1))], lambda m, c, _: (m(c), None),
+                     jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match="at least one module"):
+        scan_modules([], lambda m, c, _: (c, None), jnp.ones(3))
+
+
+@pytest.mark.slow  # two fits of the train step, one per layout (~1.5 min on the 2-core sandbox)
+def test_a_checkpoint_of_the_unrolled_model_resumes_scanned(tmp_path):
+    """Checkpoints written before the scan (the unrolled program) resume under it: the same trajectory."""
+    import shutil
+
+    cfg = dataclasses.replace(SMALL, num_groups_per_scale=2, batch_size=8)
+    x = (np.random.default_rng(0).random((32, 8, 8, 1)) > 0.5).astype(np.float32)
+    _, full, _ = train.fit(dataclasses.replace(cfg, scan_groups=False), x, 3, checkpoint_dir=tmp_path / "a",
+                           checkpoint_every=2, log_every=1)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "3")
+    _, resumed, hist = train.fit(cfg, x, 3, checkpoint_dir=tmp_path / "b", resume=True, log_every=1)
+    assert [h["step"] for h in hist] == [1, 2, 3]
+    for a, b in zip(jax.tree.leaves(jax.device_get(resumed)), jax.tree.leaves(jax.device_get(full))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_eval_mode_groups_run_inside_an_inner_transform():
+    """Eval-mode BN assigns nothing, so nothing is written back: the IW bound maps log-weights over samples
+    with `lax.map` around a model merged outside it."""
+    cfg = dataclasses.replace(SMALL, num_groups_per_scale=3)
+    model = NVAE(cfg, rngs=nnx.Rngs(0))
+    model.eval()
+    x, keys = _images(cfg), jax.random.split(jax.random.PRNGKey(0), 3)
+    mapped = jax.lax.map(lambda k: model.log_weight(x, k), keys)
+    np.testing.assert_allclose(mapped, jnp.stack([model.log_weight(x, k) for k in keys]), rtol=1e-5)
