@@ -297,10 +297,19 @@ def _summary(windows: list[list[float]]) -> dict:
             "window_means": [round(statistics.mean(w), 5) for w in windows]}
 
 
-def _ours_argv(args, scan: bool) -> list[str]:
-    return [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config", args.config,
-            "--batch", str(args.batch), "--compiler-options", args.compiler_options,
-            "--scan-groups", str(scan).lower()]
+def _ours_argv(config: str, batch: int, compiler_options: str, scan: bool) -> list[str]:
+    return [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config", config,
+            "--batch", str(batch), "--compiler-options", compiler_options, "--scan-groups", str(scan).lower()]
+
+
+def _compile_only(worker: _Worker) -> tuple[dict, dict]:
+    """(READY info, DONE figures) of a worker that compiles, warms up and quits; it is closed either way."""
+    try:
+        info = worker.expect("READY")
+        worker.send("quit")
+        return info, worker.expect("DONE")
+    finally:
+        worker.close()
 
 
 def _race(args) -> dict:
@@ -320,16 +329,10 @@ def _race(args) -> dict:
         tmp = pathlib.Path(d)
         np.save(tmp / "batch.npy", _batch(args.config, args.batch))
         (tmp / "peer_driver.py").write_text(PEER_DRIVER)
-        ours_argv = _ours_argv(args, args.scan_groups == "true")
+        ours_argv = _ours_argv(args.config, args.batch, args.compiler_options, args.scan_groups == "true")
         cache, cold = (tmp / "xla_cache" if args.cache == "warm" else None), {}
         if cache is not None:  # a first worker compiles into the cache (its numbers: the cold start)
-            filler = _Worker("ours-cold", ours_argv, tmp, threads=args.threads, cache_dir=cache)
-            try:
-                info = filler.expect("READY")
-                filler.send("quit")
-                done = filler.expect("DONE")
-            finally:
-                filler.close()
+            info, done = _compile_only(_Worker("ours-cold", ours_argv, tmp, threads=args.threads, cache_dir=cache))
             cold = {"cold_compile_s": info["compile_s"], "cold_peak_rss_mb": done["peak_rss_mb"],
                     "cold_rss_end_mb": done["rss_end_mb"]}
         # ours first, alone, so its compile does not share the cores with the other side's start-up
@@ -338,7 +341,8 @@ def _race(args) -> dict:
         try:
             ours_info = ours.expect("READY")
             if versus:
-                peer = _Worker("unrolled", _ours_argv(args, False), tmp, threads=args.threads, cache_dir=cache)
+                peer = _Worker("unrolled", _ours_argv(args.config, args.batch, args.compiler_options, False), tmp,
+                               threads=args.threads, cache_dir=cache)
             else:
                 spec = _peer_spec(args.config, args.batch, tmp / "batch.npy", args.threads)
                 peer = _Worker("peer", [args.peer_python, str(tmp / "peer_driver.py"), str(src), json.dumps(spec)],
@@ -378,16 +382,9 @@ def _depth(args) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_nvae_") as d:
         for config, batch, scan in runs:
-            argv = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config", config,
-                    "--batch", str(batch), "--compiler-options", args.compiler_options,
-                    "--scan-groups", str(scan).lower()]
-            w = _Worker(f"{config}-{'scan' if scan else 'unrolled'}", argv, pathlib.Path(d), threads=args.threads)
-            try:
-                info = w.expect("READY")
-                w.send("quit")
-                done = w.expect("DONE")
-            finally:
-                w.close()
+            info, done = _compile_only(_Worker(f"{config}-{'scan' if scan else 'unrolled'}",
+                                               _ours_argv(config, batch, args.compiler_options, scan),
+                                               pathlib.Path(d), threads=args.threads))
             rows.append({"config": config, "batch": batch, "scan_groups": scan, "build_s": info["build_s"],
                          "compile_s": info["compile_s"], "peak_rss_mb": done["peak_rss_mb"],
                          "loadavg": [round(x, 2) for x in os.getloadavg()]})

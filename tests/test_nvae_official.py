@@ -29,7 +29,7 @@ from shared.overrides import ConfigError
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "nvae_parity"
 CONFIGS = ["mnist_flow_adaptive", "cifar10_dmol", "cifar10_normal"]
-# the Bernoulli/flow/adaptive config runs by default; DMoL and Normal (~1 min each on the loaded 2-core CPU) are slow
+# the Bernoulli/flow/adaptive config runs by default; DMoL and Normal (a CIFAR-sized model each) are slow
 PARAMS = [CONFIGS[0], *(pytest.param(c, marks=pytest.mark.slow) for c in CONFIGS[1:])]
 RTOL = 1e-4
 

@@ -124,7 +124,7 @@ def test_scan_modules_refuses_modules_of_different_structure():
         scan_modules([], lambda m, c, _: (c, None), jnp.ones(3))
 
 
-@pytest.mark.slow  # two fits of the train step, one per layout (~1.5 min on the 2-core sandbox)
+@pytest.mark.slow  # two fits, each compiling the train step (duration: benchmarks/RESULTS.md, nvae_jax)
 def test_a_checkpoint_of_the_unrolled_model_resumes_scanned(tmp_path):
     """Checkpoints written before the scan (the unrolled program) resume under it: the same trajectory."""
     import shutil
