@@ -28,18 +28,13 @@ from nvae_jax.model import NVAE
 __all__ = ["top_posterior_mean", "decode_from_top", "slerp", "interpolate"]
 
 
-def _const_state(model: NVAE, batch: int) -> jax.Array:
-    """The decoder's learned input, broadcast to [batch, h, w, C]."""
-    return jnp.broadcast_to(model.const[...].astype(model.dtype), (batch, *model.const.shape[1:]))
-
-
 def top_posterior_mean(model: NVAE, x: jax.Array) -> jax.Array:
     """The top group's posterior mean for images x [B, H, W, C] in [0, 1]: [B, h, w, L].
 
     μ_q = 5 tanh((μ_p + Δμ)/5) with the top prior's μ_p = 0 (NVAE Eq. 2); with flows, the flows' image of μ_q.
     """
     group = model.groups_dec[0]
-    _, aux = group(jax.random.PRNGKey(0), _const_state(model, x.shape[0]), model.encode(x)[0])
+    _, aux = group(jax.random.PRNGKey(0), model.decoder_input(x.shape[0]), model.encode(x)[0])
     z = aux["q"].mu
     return group.flow(z)[0] if len(group.flows) else z
 

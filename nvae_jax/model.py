@@ -288,6 +288,10 @@ class NVAE(nnx.Module):
                  else cfg.channels_in * (2 if cfg.output == "normal" else 1))
         self.head = WNConv(c, out_c, 3, rngs=rngs)
 
+    def decoder_input(self, batch: int) -> jax.Array:
+        """The top-down pass's learned input, broadcast to [batch, h, w, C]."""
+        return jnp.broadcast_to(self.const[...].astype(self.dtype), (batch, *self.const.shape[1:]))
+
     def _decode(self, key: jax.Array, enc_scales: list[jax.Array] | None, batch: int,
                 temperature: float | jax.Array = 1.0, z_top: jax.Array | None = None):
         """Top-down pass: (output params, KL per group [B, G] or None in generation, Σ_g log p(z) − log q(z) [B]).
@@ -297,7 +301,7 @@ class NVAE(nnx.Module):
         scale below the top one are identical and run under `scan_modules` (`Config.scan_groups`).
         """
         cfg = self.cfg
-        h = jnp.broadcast_to(self.const[...].astype(self.dtype), (batch, *self.const.shape[1:]))
+        h = self.decoder_input(batch)
         keys = jax.random.split(key, sum(cfg.groups))
         kls, log_pq = [], jnp.zeros((batch,), jnp.float32)
         step, gi = _group_step(temperature), 0
