@@ -25,8 +25,9 @@ use less). `--cache warm` first compiles our step into a fresh persistent compil
 separate worker (reported as `cold_*`), then races a worker that loads it, as a second `kexue` run does.
 `--compiler-options none` compiles our step with XLA's defaults instead of
 `shared.workarounds.cpu_compiler_options()` (the A/B of that choice).
-`--scan-groups false` times our step with the latent groups unrolled instead of under `lax.scan`;
-`--versus unrolled` races the scanned step against the unrolled one (interleaved windows, as with the peer);
+`--scan-groups scan|unroll` sets `Config.scan_groups` of our step (default auto, as the default config: scan on
+GPU/TPU, unroll on CPU); `--versus unrolled --scan-groups scan` races the scanned step against the unrolled one
+(interleaved windows, as with the peer);
 `--depth` reports compile time and peak RSS of `tiny_mnist` and `mnist` at `--batch`, scanned and unrolled,
 each in its own worker, one at a time (`--depth-large cifar10 celeba64`: those too, scanned, at batch 1).
 
@@ -134,7 +135,7 @@ for line in sys.stdin:
 CONFIGS = ("tiny_mnist", "mnist", "cifar10", "celeba64")
 
 
-def _config(name: str, batch: int, scan: bool = True):
+def _config(name: str, batch: int, scan: str = "auto"):
     from nvae_jax import configs
 
     base = {"tiny_mnist": configs.TINY_MNIST, "mnist": configs.MNIST, "cifar10": configs.CIFAR10,
@@ -153,7 +154,7 @@ def _batch(name: str, batch: int) -> np.ndarray:
 class _Ours:
     """Our jitted step on one fixed batch: compile + warm-up at construction, `window(n)` -> step times."""
 
-    def __init__(self, config: str, batch: int, scan: bool = True):
+    def __init__(self, config: str, batch: int, scan: str = "auto"):
         import jax
 
         from nvae_jax import train
@@ -196,7 +197,7 @@ def _use_compiler_options(choice: str) -> None:
         workarounds.cpu_compiler_options = lambda: None
 
 
-def _serve_ours(config: str, batch: int, compiler_options: str, scan: bool) -> None:
+def _serve_ours(config: str, batch: int, compiler_options: str, scan: str) -> None:
     """Worker mode: the same line protocol as the peer driver (READY, then `window N` / `quit`)."""
     _use_compiler_options(compiler_options)
     ours = _Ours(config, batch, scan)
@@ -297,9 +298,9 @@ def _summary(windows: list[list[float]]) -> dict:
             "window_means": [round(statistics.mean(w), 5) for w in windows]}
 
 
-def _ours_argv(config: str, batch: int, compiler_options: str, scan: bool) -> list[str]:
+def _ours_argv(config: str, batch: int, compiler_options: str, scan: str) -> list[str]:
     return [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config", config,
-            "--batch", str(batch), "--compiler-options", compiler_options, "--scan-groups", str(scan).lower()]
+            "--batch", str(batch), "--compiler-options", compiler_options, "--scan-groups", scan]
 
 
 def _compile_only(worker: _Worker) -> tuple[dict, dict]:
@@ -314,7 +315,7 @@ def _compile_only(worker: _Worker) -> tuple[dict, dict]:
 
 def _race(args) -> dict:
     """Interleaved windows of our worker and a second one: the official code (`--peer-src`) or, with
-    `--versus unrolled`, our same step with `scan_groups=False`."""
+    `--versus unrolled`, our same step with `scan_groups="unroll"`."""
     versus = args.versus == "unrolled"
     src = pathlib.Path(args.peer_src or ".")
     if not versus:
@@ -329,7 +330,7 @@ def _race(args) -> dict:
         tmp = pathlib.Path(d)
         np.save(tmp / "batch.npy", _batch(args.config, args.batch))
         (tmp / "peer_driver.py").write_text(PEER_DRIVER)
-        ours_argv = _ours_argv(args.config, args.batch, args.compiler_options, args.scan_groups == "true")
+        ours_argv = _ours_argv(args.config, args.batch, args.compiler_options, args.scan_groups)
         cache, cold = (tmp / "xla_cache" if args.cache == "warm" else None), {}
         if cache is not None:  # a first worker compiles into the cache (its numbers: the cold start)
             info, done = _compile_only(_Worker("ours-cold", ours_argv, tmp, threads=args.threads, cache_dir=cache))
@@ -341,7 +342,7 @@ def _race(args) -> dict:
         try:
             ours_info = ours.expect("READY")
             if versus:
-                peer = _Worker("unrolled", _ours_argv(args.config, args.batch, args.compiler_options, False), tmp,
+                peer = _Worker("unrolled", _ours_argv(args.config, args.batch, args.compiler_options, "unroll"), tmp,
                                threads=args.threads, cache_dir=cache)
             else:
                 spec = _peer_spec(args.config, args.batch, tmp / "batch.npy", args.threads)
@@ -362,7 +363,7 @@ def _race(args) -> dict:
             if peer is not None:
                 peer.close()
     o, p = _summary(wins["ours"]), _summary(wins["peer"])
-    side = ({"side": "nvae_jax, scan_groups=False (unrolled)"} if versus else
+    side = ({"side": "nvae_jax, scan_groups=unroll"} if versus else
             {"src": str(src), "python": args.peer_python, "precision": "fp32",
              "optimizer": "torch.optim.Adamax(eps=1e-3)"})
     return {**o, **ours_info, **ours_done, **cold, "cache": args.cache, "versus": args.versus,
@@ -377,12 +378,12 @@ def _race(args) -> dict:
 def _depth(args) -> dict:
     """Compile time (trace + XLA compile + first step) and peak RSS of our step per config, one worker at a
     time: `tiny_mnist` and `mnist` at `--batch` both scanned and unrolled, then `--depth-large` configs scanned."""
-    runs = [(c, args.batch, scan) for scan in (True, False) for c in ("tiny_mnist", "mnist")]
-    runs += [(c, 1, True) for c in args.depth_large]
+    runs = [(c, args.batch, scan) for scan in ("scan", "unroll") for c in ("tiny_mnist", "mnist")]
+    runs += [(c, 1, "scan") for c in args.depth_large]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_nvae_") as d:
         for config, batch, scan in runs:
-            info, done = _compile_only(_Worker(f"{config}-{'scan' if scan else 'unrolled'}",
+            info, done = _compile_only(_Worker(f"{config}-{scan}",
                                                _ours_argv(config, batch, args.compiler_options, scan),
                                                pathlib.Path(d), threads=args.threads))
             rows.append({"config": config, "batch": batch, "scan_groups": scan, "build_s": info["build_s"],
@@ -391,9 +392,9 @@ def _depth(args) -> dict:
             print(json.dumps(rows[-1]), flush=True)
     by = {(r["config"], r["scan_groups"]): r for r in rows}
     return {"depth": rows, "ratio_compile_mnist_over_tiny_scanned":
-            by["mnist", True]["compile_s"] / by["tiny_mnist", True]["compile_s"],
+            by["mnist", "scan"]["compile_s"] / by["tiny_mnist", "scan"]["compile_s"],
             "ratio_compile_mnist_over_tiny_unrolled":
-            by["mnist", False]["compile_s"] / by["tiny_mnist", False]["compile_s"]}
+            by["mnist", "unroll"]["compile_s"] / by["tiny_mnist", "unroll"]["compile_s"]}
 
 
 def main():
@@ -416,8 +417,9 @@ def main():
     ap.add_argument("--compiler-options", default="harness", choices=["harness", "none"],
                     help="harness: our step compiled with shared.workarounds.cpu_compiler_options() (as nvae_jax.train."
                          "build does); none: XLA:CPU's defaults (the MLIR fusion emitters), for an A/B")
-    ap.add_argument("--scan-groups", default="true", choices=["true", "false"],
-                    help="our step with the latent groups under lax.scan (true, the default config) or unrolled")
+    ap.add_argument("--scan-groups", default="auto", choices=["auto", "scan", "unroll"],
+                    help="Config.scan_groups of our step: auto (the default config: scan on GPU/TPU, unroll on CPU), "
+                         "scan (lax.scan over the stacked groups) or unroll (a Python loop over them)")
     ap.add_argument("--versus", default="peer", choices=["peer", "unrolled"],
                     help="the second side of the race: the official code (--peer-src) or our unrolled step")
     ap.add_argument("--depth", action="store_true",
@@ -434,7 +436,7 @@ def main():
     if not 0 <= args.threads <= len(os.sched_getaffinity(0)):
         ap.error(f"--threads must be in [0, {len(os.sched_getaffinity(0))}], got {args.threads}")
     if args.worker:
-        _serve_ours(args.config, args.batch, args.compiler_options, args.scan_groups == "true")
+        _serve_ours(args.config, args.batch, args.compiler_options, args.scan_groups)
         return
     rec = {"bench": "nvae", "config": args.config, "batch": args.batch, "steps": args.steps,
            "repeats": args.repeats, "threads": args.threads or "default", "compiler_options": args.compiler_options,
@@ -446,7 +448,7 @@ def main():
         rec.update(_race(args))
     else:
         _use_compiler_options(args.compiler_options)
-        ours = _Ours(args.config, args.batch, args.scan_groups == "true")
+        ours = _Ours(args.config, args.batch, args.scan_groups)
         windows = [ours.window(args.steps) for _ in range(args.repeats)]
         rec.update({**_summary(windows), **ours.info,
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -36,9 +36,11 @@ class Config:
     num_nf: int = 0  # paired autoregressive flow cells per latent group (posterior only)
     num_mixtures: int = 10
     use_se: bool = True
-    # the identical latent groups of a scale (encoder and decoder) run under lax.scan, so the compiled program
-    # does not grow with depth; False unrolls them in Python (same maths, the program grows with the groups)
-    scan_groups: bool = True
+    # the identical latent groups of a scale (stored stacked) run under lax.scan ("scan"), so the compiled
+    # program does not grow with depth, or in a Python loop ("unroll": same maths, the program grows with the
+    # groups). "auto": scan on GPU/TPU, unroll on CPU, where XLA:CPU's convolution canonicalisation leaves the
+    # convolutions of a loop body alone and the scanned gradient runs several times slower (nvae_jax/README.md)
+    scan_groups: str = "auto"
     # training
     epochs: int = 400
     batch_size: int = 200  # the global batch, split over every process and device
@@ -94,6 +96,8 @@ class Config:
                 f"{self.num_latent_scales - 1}))")
         if self.lr_schedule not in ("official", "per_step"):
             raise ValueError(f"Config.lr_schedule must be 'official' or 'per_step', got {self.lr_schedule!r}")
+        if self.scan_groups not in ("auto", "scan", "unroll"):
+            raise ValueError(f"Config.scan_groups must be 'auto', 'scan' or 'unroll', got {self.scan_groups!r}")
         if self.test_binarize not in ("stochastic", "threshold"):
             raise ValueError(f"Config.test_binarize must be 'stochastic' or 'threshold', got {self.test_binarize!r}")
         if self.output == "dmol" and self.channels_in not in (1, 3):

@@ -284,24 +284,25 @@ def load_state_dict(model: Any, tensors: dict[str, np.ndarray], where: str = "st
     sd.conv("stem", model.stem)
     for i, cell in enumerate(model.pre):
         sd.enc_cell(f"pre_process.{i}", cell)
-    num_groups, k, g_enc = len(model.groups_dec), 0, 0
-    for plan, block in zip(model.enc_plan, model.enc):  # cells and combiners interleaved, as enc_tower
-        if plan == "down":
-            sd.enc_cell(f"enc_tower.{k}", block)
+    groups, enc_groups = model.latent_groups(), model.encoder_groups()  # per-group copies, stored back below
+    num_groups, k, g_enc = len(groups), 0, 0
+    for s, count in enumerate(cfg.groups):  # cells and combiners interleaved, as enc_tower; finest scale first
+        for _ in range(count):
+            for cell in enc_groups[g_enc]:
+                sd.enc_cell(f"enc_tower.{k}", cell)
+                k += 1
+            if g_enc < num_groups - 1:  # the combiner of encoder group g feeds decoder group G − 1 − g
+                sd.conv(f"enc_tower.{k}.conv", groups[num_groups - 1 - g_enc].comb_enc)
+                k += 1
+            g_enc += 1
+        if s < len(cfg.groups) - 1:
+            sd.enc_cell(f"enc_tower.{k}", model.enc_down[s])
             k += 1
-            continue
-        for cell in block:
-            sd.enc_cell(f"enc_tower.{k}", cell)
-            k += 1
-        if g_enc < num_groups - 1:  # the combiner of encoder group g feeds decoder group G − 1 − g
-            sd.conv(f"enc_tower.{k}.conv", model.groups_dec[num_groups - 1 - g_enc].comb_enc)
-            k += 1
-        g_enc += 1
     sd.conv("enc0.1", model.enc0)
     k, gi = 0, 0
     for s, count in enumerate(reversed(cfg.groups)):
         for _ in range(count):
-            group = model.groups_dec[gi]
+            group = groups[gi]
             sd.conv(f"enc_sampler.{gi}", group.posterior)
             if group.prior is not None:
                 sd.conv(f"dec_sampler.{gi - 1}.1", group.prior)
@@ -315,6 +316,8 @@ def load_state_dict(model: Any, tensors: dict[str, np.ndarray], where: str = "st
         if s < len(cfg.groups) - 1:
             sd.dec_cell(f"dec_tower.{k}", model.ups[s])
             k += 1
+    model.set_encoder_groups(enc_groups)
+    model.set_latent_groups(groups)
     for i, cell in enumerate(model.post):
         sd.dec_cell(f"post_process.{i}", cell)
     sd.conv("image_conditional.1", model.head, dmol_channel_order(cfg.num_mixtures) if cfg.output == "dmol" else None)

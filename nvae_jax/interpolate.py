@@ -33,7 +33,7 @@ def top_posterior_mean(model: NVAE, x: jax.Array) -> jax.Array:
 
     μ_q = 5 tanh((μ_p + Δμ)/5) with the top prior's μ_p = 0 (NVAE Eq. 2); with flows, the flows' image of μ_q.
     """
-    group = model.groups_dec[0]
+    group = model.top_group
     _, aux = group(jax.random.PRNGKey(0), model.decoder_input(x.shape[0]), model.encode(x)[0])
     z = aux["q"].mu
     return group.flow(z)[0] if len(group.flows) else z

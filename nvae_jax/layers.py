@@ -45,14 +45,16 @@ class SpectralVector(nnx.Variable):
 def _normalised_kernel(conv, v, log_g, xp):
     """W = v·mask (ARConv), then exp(log g)·W / (‖W‖ + 1e-5) per output channel if weight-normalised.
 
-    `xp` is jax.numpy inside the model and NumPy for `warm_start_spectral`'s host-side estimate.
+    `xp` is jax.numpy inside the model and NumPy for `warm_start_spectral`'s host-side estimate. v [..., k, k,
+    C_in/groups, C_out] and log g [..., C_out]: the leading axes of convs stored stacked (`shared.layer_scan`).
     """
     if conv.mask_spec is not None:
-        v = v * xp.asarray(ar_conv_mask(*conv.mask_spec))
+        mask = ar_conv_mask(*conv.mask_spec)
+        v = v * xp.asarray(mask.reshape((1,) * (v.ndim - mask.ndim) + mask.shape))
     if log_g is None:
         return v
-    norm = xp.sqrt(xp.sum(xp.square(v), axis=(0, 1, 2)))  # [C_out]
-    return v * (xp.exp(log_g) / (norm + 1e-5))[None, None, None, :]
+    norm = xp.sqrt(xp.sum(xp.square(v), axis=(-4, -3, -2)))  # [..., C_out]
+    return v * (xp.exp(log_g) / (norm + 1e-5))[..., None, None, None, :]
 
 
 class WNConv(nnx.Module):
@@ -85,7 +87,7 @@ class WNConv(nnx.Module):
         self.sn_v = SpectralVector(jax.device_put(v0 / xp.linalg.norm(v0)))
 
     def weight(self) -> jax.Array:
-        """The normalised kernel [k, k, C_in/groups, C_out]."""
+        """The normalised kernel [k, k, C_in/groups, C_out] ([n, k, k, C_in/groups, C_out] for n stacked convs)."""
         return _normalised_kernel(self, self.v[...], None if self.log_g is None else self.log_g[...], jnp)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -197,15 +199,17 @@ def warm_start_spectral(model: nnx.Module, num_iter: int = 40) -> None:
         if isinstance(m, WNConv):
             log_g = None if m.log_g is None else np.asarray(m.log_g[...], np.float64)
             w = _normalised_kernel(m, np.asarray(m.v[...], np.float64), log_g, np)
-            w = w.transpose(3, 0, 1, 2).reshape(w.shape[3], -1)
-            u, v = np.asarray(m.sn_u[...], np.float64), np.asarray(m.sn_v[...], np.float64)
-            for _ in range(num_iter):
-                v = w.T @ u
-                v /= np.linalg.norm(v) + 1e-12
-                u = w @ v
-                u /= np.linalg.norm(u) + 1e-12
-            m.sn_u[...] = jax.device_put(u.astype(np.float32))
-            m.sn_v[...] = jax.device_put(v.astype(np.float32))
+            lead = w.shape[:-4]  # () for one conv, (n,) for n stacked ones
+            w = np.moveaxis(w.reshape(-1, *w.shape[-4:]), -1, 1).reshape(int(np.prod(lead)), w.shape[-1], -1)
+            u = np.asarray(m.sn_u[...], np.float64).reshape(len(w), -1)
+            v = np.asarray(m.sn_v[...], np.float64).reshape(len(w), -1)
+            for _ in range(num_iter):  # batched over the stacked convs: u, v [n, C_out], [n, k·k·C_in/g]
+                v = np.einsum("nij,ni->nj", w, u)
+                v /= np.linalg.norm(v, axis=1, keepdims=True) + 1e-12
+                u = np.einsum("nij,nj->ni", w, v)
+                u /= np.linalg.norm(u, axis=1, keepdims=True) + 1e-12
+            m.sn_u[...] = jax.device_put(u.reshape(m.sn_u.shape).astype(np.float32))
+            m.sn_v[...] = jax.device_put(v.reshape(m.sn_v.shape).astype(np.float32))
 
 
 def ar_conv_mask(kernel: int, c_in: int, c_out: int, groups: int, zero_diag: bool, mirror: bool) -> np.ndarray:

@@ -17,7 +17,7 @@ from flax import nnx
 from nvae_jax.configs import Config
 from nvae_jax.layers import ARConv, SqueezeExcite, WNConv, bernoulli_log_prob, dmol_log_prob, swish
 from shared import hvae, workarounds
-from shared.layer_scan import scan_modules
+from shared.layer_scan import scan_stacked, stack_modules, unstack_module
 
 
 def _bn(c, rngs, dtype=None):
@@ -208,7 +208,7 @@ class LatentGroup(nnx.Module):
 
 
 def _group_step(temperature: float | jax.Array):
-    """`scan_modules`' step for latent groups: (group, h, (key, e or None)) → (h', {"kl", "log_pq"} [B] or None)."""
+    """`scan_stacked`' step for latent groups: (group, h, (key, e or None)) → (h', {"kl", "log_pq"} [B] or None)."""
 
     def step(group: LatentGroup, h: jax.Array, inputs: tuple[jax.Array, jax.Array | None]):
         key, feature = inputs
@@ -222,7 +222,7 @@ def _group_step(temperature: float | jax.Array):
 
 
 def _enc_group_step(cells: nnx.List, h: jax.Array, _) -> tuple[jax.Array, jax.Array]:
-    """`scan_modules`' step for encoder groups: the group's cells in turn; the output is also its feature."""
+    """`scan_stacked`' step for encoder groups: the group's cells in turn; the output is also its feature."""
     for cell in cells:
         h = cell(h)
     return h, h
@@ -246,19 +246,17 @@ class NVAE(nnx.Module):
             c *= 2
         self.pre = nnx.List(pre)
         groups = cfg.groups  # finest first
-        # encoder, finest scale first; a down cell between scales
-        enc: list[Any] = []  # an nnx.List of cells per group, or one down-sampling cell
-        self.enc_plan = []
+        # encoder, finest scale first: the groups of a scale (each `num_cell_per_group_enc` cells), stored
+        # stacked (`shared.layer_scan.stack_modules`), and a down cell between scales
+        enc_groups, enc_down = [], []
         for s, g in enumerate(groups):
-            for _ in range(g):
-                enc.append(nnx.List([EncCell(c, use_se=se, dtype=dt, rngs=rngs)
-                                     for _ in range(cfg.num_cell_per_group_enc)]))
-                self.enc_plan.append("group")
+            enc_groups.append(stack_modules([nnx.List([EncCell(c, use_se=se, dtype=dt, rngs=rngs)
+                                                       for _ in range(cfg.num_cell_per_group_enc)])
+                                             for _ in range(g)]))
             if s < len(groups) - 1:
-                enc.append(EncCell(c, down=True, use_se=se, dtype=dt, rngs=rngs))
-                self.enc_plan.append("down")
+                enc_down.append(EncCell(c, down=True, use_se=se, dtype=dt, rngs=rngs))
                 c *= 2
-        self.enc = nnx.List(enc)
+        self.enc_groups, self.enc_down = nnx.List(enc_groups), nnx.List(enc_down)
         self.enc0 = WNConv(c, c, 1, rngs=rngs)
         size = cfg.image_size // cfg.total_downsampling
         # U[0, 1): the official torch.rand
@@ -273,10 +271,14 @@ class NVAE(nnx.Module):
             if s < len(groups) - 1:
                 ups.append(DecCell(c, up=True, use_se=se, dtype=dt, rngs=rngs))
                 c //= 2
-        self.groups_dec, self.ups = nnx.List(groups_dec), nnx.List(ups)
+        self.ups = nnx.List(ups)
         # num_nf paired autoregressive flow cells per latent group, on posterior samples only
         for group in groups_dec:
             group.flows = nnx.List([PairedFlow(latent, rngs=rngs) for _ in range(cfg.num_nf)])
+        # the top group (prior N(0, I), no cells) alone; the others stored stacked per scale, scales without
+        # any (a coarsest scale of one group) left out
+        self.top_group = groups_dec[0]
+        self.dec_groups = nnx.List(self._stack_decoder(groups_dec))
         # post-processing: each block is one up cell (C → C/2) then (num_postprocess_cells − 1) normal cells
         post = []
         for _ in range(cfg.num_postprocess_blocks):
@@ -288,6 +290,47 @@ class NVAE(nnx.Module):
                  else cfg.channels_in * (2 if cfg.output == "normal" else 1))
         self.head = WNConv(c, out_c, 3, rngs=rngs)
 
+    def _stack_decoder(self, groups: list[LatentGroup]) -> list[LatentGroup]:
+        """The latent groups below the top one (`groups` in decoder order, top first), stacked per scale."""
+        stacks: list[LatentGroup] = []
+        start = 0
+        for s, g in enumerate(reversed(self.cfg.groups)):
+            members = groups[start + (s == 0):start + g]
+            if members:
+                stacks.append(stack_modules(members))
+            start += g
+        return stacks
+
+    def latent_groups(self) -> list[LatentGroup]:
+        """Every latent group as its own module, in decoder order (top first): the top group itself and copies
+        of the stacked ones, to read (the converter, tests) or to change and store with `set_latent_groups`."""
+        stacks: list[LatentGroup] = list(self.dec_groups)
+        return [self.top_group] + [group for stack in stacks for group in unstack_module(stack)]
+
+    def set_latent_groups(self, groups: list[LatentGroup]) -> None:
+        """Stores the variables of `groups` (as `latent_groups` returns them) into the model."""
+        nnx.update(self.top_group, nnx.state(groups[0]))
+        for stack, new in zip(self.dec_groups, self._stack_decoder(groups)):
+            nnx.update(stack, nnx.state(new))
+
+    def encoder_groups(self) -> list[nnx.List]:
+        """Every encoder group's cells as their own modules (copies), finest scale first as the encoder runs."""
+        stacks: list[nnx.List] = list(self.enc_groups)
+        return [group for stack in stacks for group in unstack_module(stack)]
+
+    def set_encoder_groups(self, groups: list[nnx.List]) -> None:
+        """Stores the variables of `groups` (as `encoder_groups` returns them) into the model."""
+        start = 0
+        for stack, g in zip(self.enc_groups, self.cfg.groups):
+            nnx.update(stack, nnx.state(stack_modules(groups[start:start + g])))
+            start += g
+
+    @property
+    def scans_groups(self) -> bool:
+        """Whether the stacked latent groups run under `lax.scan` (`Config.scan_groups`; "auto": not on CPU)."""
+        mode = self.cfg.scan_groups
+        return mode == "scan" or (mode == "auto" and jax.default_backend() != "cpu")
+
     def decoder_input(self, batch: int) -> jax.Array:
         """The top-down pass's learned input, broadcast to [batch, h, w, C]."""
         return jnp.broadcast_to(self.const[...].astype(self.dtype), (batch, *self.const.shape[1:]))
@@ -298,28 +341,28 @@ class NVAE(nnx.Module):
 
         enc_scales: `_encode_scales`' features (None: generate from the prior). Group g draws with key g of
         `jax.random.split(key, G)`; `z_top` fixes the top group's z in generation. The latent groups of a
-        scale below the top one are identical and run under `scan_modules` (`Config.scan_groups`).
+        scale below the top one are identical and run under `scan_stacked` (`Config.scan_groups`).
         """
         cfg = self.cfg
         h = self.decoder_input(batch)
         keys = jax.random.split(key, sum(cfg.groups))
         kls, log_pq = [], jnp.zeros((batch,), jnp.float32)
-        step, gi = _group_step(temperature), 0
+        step, gi, stacks = _group_step(temperature), 0, iter(self.dec_groups)
         for s, g in enumerate(reversed(cfg.groups)):
             feats = None if enc_scales is None else enc_scales[s]  # [g, B, H, W, C], this scale's groups
             first = 0
             if s == 0:  # the top group (prior N(0, I), no cells) differs from the rest
                 if z_top is None:
-                    h, out = step(self.groups_dec[0], h, (keys[0], None if feats is None else feats[0]))
+                    h, out = step(self.top_group, h, (keys[0], None if feats is None else feats[0]))
                 else:
-                    h, out = self.groups_dec[0](keys[0], h, None, temperature, z_fixed=z_top)[0], None
+                    h, out = self.top_group(keys[0], h, None, temperature, z_fixed=z_top)[0], None
                 if out is not None:
                     kls.append(out["kl"][:, None])
                     log_pq = log_pq + out["log_pq"]
                 first = 1
             if first < g:
                 xs = (keys[gi + first:gi + g], None if feats is None else feats[first:])
-                h, out = scan_modules(list(self.groups_dec[gi + first:gi + g]), step, h, xs, scan=cfg.scan_groups)
+                h, out = scan_stacked(next(stacks), step, h, xs, scan=self.scans_groups)
                 if out is not None:
                     kls.append(out["kl"].T)
                     log_pq = log_pq + jnp.sum(out["log_pq"], axis=0)
@@ -333,21 +376,16 @@ class NVAE(nnx.Module):
 
     def _encode_scales(self, x: jax.Array) -> list[jax.Array]:
         """Bottom-up features stacked per scale in decoder order: coarsest scale first, each [g, B, H, W, C]
-        with its groups in decoder order. The groups of a scale run under `scan_modules`."""
+        with its groups in decoder order. The groups of a scale run under `scan_stacked`."""
         h = self.stem((2.0 * x - 1.0).astype(self.dtype))
         for layer in self.pre:
             h = layer(h)
         scales: list[jax.Array] = []
-        run: list[nnx.List] = []
-        for plan, block in [*zip(self.enc_plan, self.enc), ("end", None)]:
-            if plan == "group":
-                run.append(block)
-                continue
-            h, feats = scan_modules(run, _enc_group_step, h, scan=self.cfg.scan_groups)
+        for s, stack in enumerate(self.enc_groups):
+            h, feats = scan_stacked(stack, _enc_group_step, h, scan=self.scans_groups)
             scales.append(feats)
-            run = []
-            if block is not None:
-                h = block(h)
+            if s < len(self.enc_down):
+                h = self.enc_down[s](h)
         scales[-1] = scales[-1].at[-1].set(self.enc0(jax.nn.elu(scales[-1][-1])))
         return [feats[::-1] for feats in scales[::-1]]
 

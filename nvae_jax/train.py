@@ -81,11 +81,11 @@ def lr_schedule(cfg: Config, total_steps: int, warmup_steps: int) -> optax.Sched
 
 
 def bn_penalty(model: nnx.Module) -> jax.Array:
-    """Σ over BN layers of max |γ| (NVAE's BN term)."""
+    """Σ over BN layers of max |γ| (NVAE's BN term); a stacked BN (γ [n, C]) counts as its n layers."""
     tot = jnp.float32(0.0)
     for _, m in nnx.iter_graph(model):
         if isinstance(m, nnx.BatchNorm) and m.scale is not None:
-            tot = tot + jnp.max(jnp.abs(m.scale[...]))
+            tot = tot + jnp.sum(jnp.max(jnp.abs(m.scale[...]), axis=-1))
     return tot
 
 
@@ -137,20 +137,28 @@ def spectral_penalty(model: nnx.Module, num_iter: int) -> jax.Array:
     benchmarks/RESULTS.md, nvae_jax item 10).
     """
     convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, WNConv)]
-    shapes = [(m.sn_u.shape[0], m.sn_v.shape[0]) for m in convs]
+    # a conv stored stacked (`shared.layer_scan`, sn_u [n, C_out]) is n matrices of one shape, so one bucket
+    counts = [m.sn_u.size // m.sn_u.shape[-1] for m in convs]
+    shapes = [(m.sn_u.shape[-1], m.sn_v.shape[-1]) for m in convs]
+    matrices = [i for i, n in enumerate(counts) for _ in range(n)]  # the conv of each matrix
     tot = jnp.float32(0.0)
-    for idx in padded_buckets(shapes):
-        rows, cols = max(shapes[i][0] for i in idx), max(shapes[i][1] for i in idx)
+    for idx in padded_buckets([shapes[i] for i in matrices]):
+        members = list(dict.fromkeys(matrices[i] for i in idx))
+        rows, cols = max(shapes[i][0] for i in members), max(shapes[i][1] for i in members)
         # W [C_out, k·k·C_in/g] is the transpose of the HWIO kernel reshaped (a free bitcast) to
         # [k·k·C_in/g, C_out]: stack those and let the batched matvecs contract the other axis
-        kernels = [_zero_pad(convs[i].weight().reshape(-1, shapes[i][0]), cols, rows) for i in idx]
-        w = jnp.swapaxes(jnp.stack(kernels), 1, 2)
-        u = jnp.stack([_zero_pad(convs[i].sn_u[...], rows) for i in idx])
-        v = jnp.stack([_zero_pad(convs[i].sn_v[...], cols) for i in idx])
+        kernels = [_zero_pad(convs[i].weight().reshape(counts[i], -1, shapes[i][0]), counts[i], cols, rows)
+                   for i in members]
+        w = jnp.swapaxes(jnp.concatenate(kernels), 1, 2)
+        u = jnp.concatenate([_zero_pad(convs[i].sn_u[...].reshape(counts[i], -1), counts[i], rows) for i in members])
+        v = jnp.concatenate([_zero_pad(convs[i].sn_v[...].reshape(counts[i], -1), counts[i], cols) for i in members])
         sigma, u, v = jax.vmap(power_iteration, in_axes=(0, 0, 0, None))(w, u, v, num_iter)
-        for k, i in enumerate(idx):  # set_value, not `[...] =`, whose tracer probe walks the whole trace
-            convs[i].sn_u.set_value(u[k, :shapes[i][0]])
-            convs[i].sn_v.set_value(v[k, :shapes[i][1]])
+        start = 0
+        for i in members:  # set_value, not `[...] =`, whose tracer probe walks the whole trace
+            n = counts[i]
+            convs[i].sn_u.set_value(u[start:start + n, :shapes[i][0]].reshape(convs[i].sn_u.shape))
+            convs[i].sn_v.set_value(v[start:start + n, :shapes[i][1]].reshape(convs[i].sn_v.shape))
+            start += n
         tot = tot + jnp.sum(sigma)
     return tot
 

@@ -1,60 +1,100 @@
-"""Identical NNX modules applied in turn under `jax.lax.scan`, so the compiled program holds one copy of them.
+"""Identical NNX modules stored stacked and applied in turn under `jax.lax.scan`, so the program holds one copy.
 
 A deep stack of same-shaped layers written as a Python loop is traced, and compiled by XLA, once per layer;
-under `lax.scan` the layer is traced once and the program no longer grows with depth. The modules keep
-their own variables (a list of modules, laid out as checkpoints and converted official weights lay them
-out): inside the traced function their states are stacked along a new leading axis, one concatenation per
-leaf, and the variables the layers change while running (batch statistics) are written back to each module.
+under `lax.scan` the layer is traced once. Storing the layers' variables stacked along a new leading axis
+(one array per variable, not one per layer) also keeps everything outside the scan independent of depth:
+the gradient, the optimiser update and the checkpoint see one leaf per variable, where a list of layers
+would give them one leaf per layer each, and XLA one kernel per leaf.
+
+`stack_modules` builds the stacked module from n modules of one structure (so their initial values are
+drawn exactly as the unstacked layers would draw them), `unstack_module` gives the layers back as separate
+modules (copies: read them, change them, `stack_modules` them again), and `scan_stacked` applies them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-__all__ = ["scan_modules"]
+from shared import workarounds
+
+__all__ = ["num_layers", "scan_stacked", "stack_modules", "unstack_module"]
+
+M = TypeVar("M", bound=nnx.Module)
 
 
-def scan_modules(modules: Sequence[nnx.Module], fn: Callable[[Any, Any, Any], tuple[Any, Any]], carry: Any,
-                 xs: Any = None, *, scan: bool = True, mutable: Any = nnx.BatchStat) -> tuple[Any, Any]:
-    """(carry, ys) of carry, y_i = fn(modules[i], carry, x_i) for i = 0 … n − 1, as `jax.lax.scan` gives them.
+def stack_modules(modules: Sequence[M]) -> M:
+    """One module of `modules[0]`'s structure whose every variable holds the n modules' values stacked on a
+    new axis 0 ([n, *shape]). The modules must share one `nnx.graphdef` (classes, shapes, static attributes).
 
-    modules: n ≥ 1 modules of one structure (equal `nnx.graphdef`s: same classes, shapes and static
-    attributes); xs: a pytree whose leaves have leading axis n, or None; ys: fn's outputs stacked on a new
-    axis 0. Variables of type `mutable` that fn assigns are written back to their module afterwards.
-    `scan=False` runs the same loop in Python (the program then grows with n), for comparison and debugging.
+    Concrete values stack in NumPy (eager `jnp.stack` would compile one program per shape); under
+    `nnx.eval_shape` or `jit` they stack as traced arrays.
     """
     if not modules:
-        raise ValueError("scan_modules: needs at least one module")
-    if not scan:
-        ys = []
-        for i, module in enumerate(modules):
-            carry, y = fn(module, carry, jax.tree.map(lambda a, i=i: a[i], xs))
-            ys.append(y)
-        return carry, jax.tree.map(lambda *a: jnp.stack(a), *ys)
+        raise ValueError("stack_modules: needs at least one module")
     graphdef = nnx.graphdef(modules[0])
     for i, module in enumerate(modules[1:], start=1):
         if nnx.graphdef(module) != graphdef:
-            raise ValueError(f"scan_modules: module {i} ({type(module).__name__}) differs in structure from module 0")
-    stacked = jax.tree.map(lambda *a: jnp.stack(a), *(nnx.state(m) for m in modules))
+            raise ValueError(f"stack_modules: module {i} ({type(module).__name__}) differs in structure from module 0")
+
+    def stack(*leaves):
+        xp = workarounds.init_math(leaves[0])
+        out = xp.stack([xp.asarray(a) for a in leaves])
+        return jax.device_put(out) if xp is np else out
+
+    return nnx.merge(graphdef, jax.tree.map(stack, *(nnx.state(m) for m in modules)))
+
+
+def num_layers(stacked: nnx.Module) -> int:
+    """The number of layers n of a module built by `stack_modules` (the leading axis of its variables)."""
+    return jax.tree.leaves(nnx.state(stacked))[0].shape[0]
+
+
+def _layer_state(state: Any, i: int) -> Any:
+    return jax.tree.map(lambda a: a[i], state)
+
+
+def unstack_module(stacked: M) -> list[M]:
+    """The n layers of a stacked module as separate modules (copies of layer i's variables)."""
+    graphdef, state = nnx.split(stacked)
+    return [nnx.merge(graphdef, _layer_state(state, i)) for i in range(num_layers(stacked))]
+
+
+def scan_stacked(stacked: nnx.Module, fn: Callable[[Any, Any, Any], tuple[Any, Any]], carry: Any, xs: Any = None,
+                 *, scan: bool = True, mutable: Any = nnx.BatchStat) -> tuple[Any, Any]:
+    """(carry, ys) of carry, y_i = fn(layer_i, carry, x_i) for i = 0 … n − 1, as `jax.lax.scan` gives them.
+
+    stacked: a module from `stack_modules` (n layers); xs: a pytree whose leaves have leading axis n, or None;
+    ys: fn's outputs stacked on a new axis 0. Variables of type `mutable` that fn assigns (train-mode batch
+    statistics) are written back to the stacked module. `scan=False` runs the same loop in Python (the program
+    then grows with n), for comparison and debugging.
+    """
+    graphdef, state = nnx.split(stacked)
 
     def body(carry, inputs):
-        state, x = inputs
-        module = nnx.merge(graphdef, state)
-        before = jax.tree.leaves(nnx.state(module, mutable))
-        carry, y = fn(module, carry, x)
-        after = nnx.state(module, mutable)
-        # only what fn assigned goes back: eval-mode BN leaves its statistics alone, and a module called
+        layer_state, x = inputs
+        layer = nnx.merge(graphdef, layer_state)
+        before = jax.tree.leaves(nnx.state(layer, mutable))
+        carry, y = fn(layer, carry, x)
+        after = nnx.state(layer, mutable)
+        # only what fn assigned goes back: eval-mode BN leaves its statistics alone, and a layer called
         # inside an inner transform (a `lax.map` over IW samples) could not take them back anyway
         unchanged = all(a is b for a, b in zip(jax.tree.leaves(after), before))
         return carry, (y, None if unchanged else after)
 
-    carry, (ys, changed) = jax.lax.scan(body, carry, (stacked, xs))
+    if scan:
+        carry, (ys, changed) = jax.lax.scan(body, carry, (state, xs))
+    else:
+        outs = []
+        for i in range(num_layers(stacked)):
+            carry, out = body(carry, (_layer_state(state, i), None if xs is None else _layer_state(xs, i)))
+            outs.append(out)
+        ys, changed = jax.tree.map(lambda *a: jnp.stack(a), *outs)
     if changed is not None:
-        for i, module in enumerate(modules):
-            nnx.update(module, jax.tree.map(lambda a, i=i: a[i], changed))
+        nnx.update(stacked, changed)
     return carry, ys

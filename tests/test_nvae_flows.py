@@ -78,7 +78,8 @@ SMALL = dataclasses.replace(DIGITS, image_size=4, num_channels=4, num_latent_per
 def test_model_with_flows_kl_is_log_q_minus_log_p():
     cfg = dataclasses.replace(SMALL, num_nf=1)
     model = NVAE(cfg, rngs=nnx.Rngs(0))
-    assert len(model.groups_dec) == sum(cfg.groups) and all(len(g.flows) == 1 for g in model.groups_dec)
+    groups = model.latent_groups()
+    assert len(groups) == sum(cfg.groups) and all(len(g.flows) == 1 for g in groups)
     x = (jax.random.uniform(jax.random.PRNGKey(1), (3, 4, 4, 1)) > 0.5).astype(jnp.float32)
 
     @nnx.jit
@@ -90,7 +91,7 @@ def test_model_with_flows_kl_is_log_q_minus_log_p():
     # log w = log p(x|z) + log p(z) − log q(z|x) = −recon − Σ_groups (log q − log p), the MC KL with flows
     np.testing.assert_allclose(lw, -recon - jnp.sum(kl, axis=1), rtol=1e-4, atol=1e-3)
     # the flows act: without them the same posterior draws give another KL
-    for group in model.groups_dec:
+    for group in [model.top_group, *model.dec_groups]:  # the top group and the stacked rest
         group.flows = nnx.List([])
     _, kl0, _ = both(model, x, jax.random.PRNGKey(2))
     assert float(jnp.abs(kl0 - kl).max()) > 1e-4

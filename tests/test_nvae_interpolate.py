@@ -32,7 +32,7 @@ def test_decoding_from_the_prior_draw_of_the_top_group_is_model_sample():
     the top scale, the up cell, two groups below it)."""
     cfg = dataclasses.replace(CFG, num_groups_per_scale=2)
     model, key, t = _model(cfg), jax.random.PRNGKey(3), 0.7
-    shape = model.groups_dec[0].prior_params(jnp.zeros((5, *model.const.shape[1:]))).shape
+    shape = model.top_group.prior_params(jnp.zeros((5, *model.const.shape[1:]))).shape
     zeros = jnp.zeros(shape[:-1] + (shape[-1] // 2,))
     z0 = hvae.normal_from_params(zeros, zeros, t).sample(jax.random.split(key, sum(cfg.groups))[0])
     ours = nnx.jit(lambda m, z: decode_from_top(m, z, key, t))(model, z0)
@@ -46,13 +46,13 @@ def test_top_posterior_mean_is_the_mean_of_the_models_posterior_samples():
     """The mean of many z₀ ~ q(z₀|x) drawn through the model's own top group converges to our μ."""
     model, x = _model(), _images(2)
     mu = nnx.jit(top_posterior_mean)(model, x)
-    group = model.groups_dec[0]
+    group = model.top_group
     h = jnp.broadcast_to(model.const[...], (2, *model.const.shape[1:]))
 
     @nnx.jit
     def draws(m, keys):
         feat = m.encode(x)[0]
-        return jax.vmap(lambda k: m.groups_dec[0](k, h, feat)[1]["z"])(keys)
+        return jax.vmap(lambda k: m.top_group(k, h, feat)[1]["z"])(keys)
 
     z = draws(model, jax.random.split(jax.random.PRNGKey(1), 4000))  # [4000, 2, h, w, L]
     sigma = jnp.std(z, axis=0)
@@ -87,7 +87,7 @@ def test_temperature_reaches_the_lower_groups():
 def test_flows_apply_to_the_posterior_mean():
     cfg = dataclasses.replace(CFG, num_nf=1)
     model, x = _model(cfg), _images(2)
-    group = model.groups_dec[0]
+    group = model.top_group
     h = jnp.broadcast_to(model.const[...], (2, *model.const.shape[1:]))
     base = group(jax.random.PRNGKey(0), h, model.encode(x)[0])[1]["q"].mu
     np.testing.assert_allclose(top_posterior_mean(model, x), group.flow(base)[0], atol=1e-6)

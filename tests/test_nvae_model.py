@@ -7,6 +7,7 @@ from flax import nnx
 
 from nvae_jax import configs, experiments
 from nvae_jax.model import NVAE
+from shared.layer_scan import num_layers
 from shared.train import eval_shape_model
 
 FULL = {"mnist": configs.MNIST, "cifar10": configs.CIFAR10, "celeba64": configs.CELEBA64}
@@ -16,7 +17,9 @@ PUBLISHED_PARAMS_M = {"mnist": 33.4, "cifar10": 130.9}  # nvae_jax/README.md, of
 def _abstract(cfg):
     abstract = eval_shape_model(lambda rngs: NVAE(cfg, rngs=rngs))
     n = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
-    assert len(abstract.groups_dec) == sum(cfg.groups) and all(len(g.flows) == cfg.num_nf for g in abstract.groups_dec)
+    stacks = list(abstract.dec_groups)  # the latent groups below the top one, stacked per scale
+    assert 1 + sum(num_layers(s) for s in stacks) == sum(cfg.groups)
+    assert all(len(g.flows) == cfg.num_nf for g in [abstract.top_group, *stacks])
     return abstract, n
 
 
@@ -29,7 +32,7 @@ def test_full_configs_build_under_eval_shape(name):
     assert n > 1e6
     if name in PUBLISHED_PARAMS_M:
         assert round(n / 1e6, 1) == PUBLISHED_PARAMS_M[name]
-    assert [g.prior is None for g in abstract.groups_dec] == [True] + [False] * (sum(cfg.groups) - 1)  # N(0, I) top
+    assert abstract.top_group.prior is None and all(s.prior is not None for s in abstract.dec_groups)  # N(0, I) top
 
 
 def test_official_initialisation_starts_near_the_uninformed_model():

@@ -48,10 +48,10 @@ def _inject(monkeypatch, fixture, prefix):
 
 
 def _unrolled(model):
-    """The model with its latent groups unrolled (`scan_groups=False`): `_inject`'s noise is Python state, read
+    """The model with its latent groups unrolled (`scan_groups="unroll"`): `_inject`'s noise is Python state, read
     once per traced group, and a scanned group is traced once for all the groups of its scale. Scanned and
     unrolled groups compute the same (tests/test_nvae_scan.py), so parity holds for both."""
-    model.cfg = dataclasses.replace(model.cfg, scan_groups=False)
+    model.cfg = dataclasses.replace(model.cfg, scan_groups="unroll")
     return model
 
 

@@ -1,5 +1,6 @@
-"""Latent groups under `lax.scan` (`Config.scan_groups`): the unrolled loop's maths, a program whose size does
-not grow with depth, and one parameter layout for both, so checkpoints move between them."""
+"""Latent groups stored stacked and run under `lax.scan` (`Config.scan_groups`): the unrolled loop's maths, a
+program and a parameter tree whose size do not grow with depth, one layout for both, so checkpoints move
+between them, and the official per-group weights in and out."""
 
 import dataclasses
 
@@ -12,10 +13,10 @@ from flax import nnx
 from nvae_jax import train
 from nvae_jax.configs import DIGITS
 from nvae_jax.model import NVAE
-from shared.layer_scan import scan_modules
+from shared.layer_scan import num_layers, scan_stacked, stack_modules, unstack_module
 
 SMALL = dataclasses.replace(DIGITS, image_size=8, num_channels=4, num_latent_per_group=2, batch_size=4,
-                            num_postprocess_cells=1, num_preprocess_cells=1)
+                            num_postprocess_cells=1, num_preprocess_cells=1, scan_groups="scan")
 CASES = {
     "equal groups": dict(num_groups_per_scale=3),
     # adaptive: (4, 2, 1) groups finest first, so the coarsest scale is the top group alone
@@ -50,7 +51,7 @@ def _outputs(cfg):
 @pytest.mark.parametrize("case", list(CASES))
 def test_scanned_groups_equal_the_unrolled_loop(case):
     cfg = dataclasses.replace(SMALL, **CASES[case])
-    scanned, unrolled = _outputs(cfg), _outputs(dataclasses.replace(cfg, scan_groups=False))
+    scanned, unrolled = _outputs(cfg), _outputs(dataclasses.replace(cfg, scan_groups="unroll"))
     assert scanned["kl"].shape == (4, sum(cfg.groups))
     for name in scanned:
         a, b = jax.tree.leaves(scanned[name]), jax.tree.leaves(unrolled[name])
@@ -76,7 +77,8 @@ def _convolutions(cfg) -> int:
 
 
 def test_program_size_does_not_grow_with_the_number_of_groups():
-    counts = {(scan, g): _convolutions(dataclasses.replace(SMALL, num_groups_per_scale=g, scan_groups=scan))
+    counts = {(scan, g): _convolutions(dataclasses.replace(SMALL, num_groups_per_scale=g,
+                                                              scan_groups="scan" if scan else "unroll"))
               for scan in (True, False) for g in (2, 6)}
     assert counts[True, 2] == counts[True, 6]
     assert counts[False, 6] > counts[False, 2] + 20  # unrolled: every group's convs again, forward and backward
@@ -84,13 +86,44 @@ def test_program_size_does_not_grow_with_the_number_of_groups():
 
 
 def test_scanned_and_unrolled_models_share_one_parameter_layout():
-    """A checkpoint (or a converted official state_dict) holds per-group variables either way."""
+    """A checkpoint holds the same stacked variables either way."""
     cfg = dataclasses.replace(SMALL, num_groups_per_scale=3)
     a = nnx.state(NVAE(cfg, rngs=nnx.Rngs(0)))
-    b = nnx.state(NVAE(dataclasses.replace(cfg, scan_groups=False), rngs=nnx.Rngs(0)))
+    b = nnx.state(NVAE(dataclasses.replace(cfg, scan_groups="unroll"), rngs=nnx.Rngs(0)))
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(u, v)
+
+
+def test_the_parameter_tree_does_not_grow_with_the_number_of_groups():
+    """One leaf per variable of a scale's groups: the gradient, the optimiser and checkpoints see as many
+    arrays for 6 groups per scale as for 2 (each then [5, ...] instead of [1, ...] at the top scale)."""
+    leaves = {g: jax.tree.leaves(nnx.state(NVAE(dataclasses.replace(SMALL, num_groups_per_scale=g),
+                                                    rngs=nnx.Rngs(0))))
+              for g in (2, 6)}
+    assert len(leaves[2]) == len(leaves[6])
+    assert sum(x.size for x in leaves[6]) > 2 * sum(x.size for x in leaves[2])
+
+
+def test_latent_groups_round_trip_through_the_stacked_storage():
+    """The per-group view the converter writes official weights through: every group's variables in decoder
+    order, the stacked ones their own slices, and a change to one group stored back to that group alone."""
+    cfg = dataclasses.replace(SMALL, num_groups_per_scale=3, num_nf=1)
+    model = NVAE(cfg, rngs=nnx.Rngs(0))
+    groups = model.latent_groups()
+    assert len(groups) == 6 and groups[0] is model.top_group and groups[0].prior is None
+    np.testing.assert_array_equal(groups[4].posterior.v[...], model.dec_groups[1].posterior.v[...][1])
+    before = np.asarray(model.dec_groups[1].posterior.v[...])
+    groups[4].posterior.v[...] = jnp.zeros_like(groups[4].posterior.v[...])
+    model.set_latent_groups(groups)
+    after = np.asarray(model.dec_groups[1].posterior.v[...])
+    assert not after[1].any()
+    np.testing.assert_array_equal(np.delete(after, 1, axis=0), np.delete(before, 1, axis=0))
+    enc = model.encoder_groups()
+    assert len(enc) == 6 and len(enc[0]) == cfg.num_cell_per_group_enc
+    enc[5][0].c1.bias[...] = jnp.ones_like(enc[5][0].c1.bias[...])
+    model.set_encoder_groups(enc)
+    np.testing.assert_array_equal(model.enc_groups[1][0].c1.bias[...][2], 1.0)
 
 
 class _Affine(nnx.Module):
@@ -101,37 +134,40 @@ class _Affine(nnx.Module):
         return self.bn(self.linear(x))
 
 
-def test_scan_modules_applies_each_module_once_and_writes_back_batch_statistics():
+@pytest.mark.parametrize("scan", [True, False])
+def test_scan_stacked_applies_each_layer_once_and_writes_back_batch_statistics(scan):
     layers = [_Affine(3, rngs=nnx.Rngs(i)) for i in range(4)]
+    stacked = stack_modules(layers)
+    assert num_layers(stacked) == 4 and stacked.linear.kernel.shape == (4, 3, 3)
     x = jnp.arange(6.0).reshape(2, 3)
     expected, h = [], x
-    for layer in [nnx.clone(m) for m in layers]:
+    for layer in layers:
         h = layer(h)
         expected.append(nnx.state(layer, nnx.BatchStat))
-    out, ys = scan_modules(layers, lambda m, c, scale: (m(c) * scale, jnp.sum(c)), x, jnp.ones(4))
+    out, ys = scan_stacked(stacked, lambda m, c, scale: (m(c) * scale, jnp.sum(c)), x, jnp.ones(4), scan=scan)
     np.testing.assert_allclose(out, h, rtol=1e-6)
     assert ys.shape == (4,)
-    for layer, want in zip(layers, expected):
+    for layer, want in zip(unstack_module(stacked), expected):
         for u, v in zip(jax.tree.leaves(nnx.state(layer, nnx.BatchStat)), jax.tree.leaves(want)):
             np.testing.assert_allclose(u, v, rtol=1e-6)
 
 
-def test_scan_modules_refuses_modules_of_different_structure():
+def test_stack_modules_refuses_modules_of_different_structure():
     with pytest.raises(ValueError, match=r"module 1 .*differs in structure"):
-        scan_modules([_Affine(3, rngs=nnx.Rngs(0)), _Affine(4, rngs=nnx.Rngs(1))], lambda m, c, _: (m(c), None),
-                     jnp.ones((2, 3)))
+        stack_modules([_Affine(3, rngs=nnx.Rngs(0)), _Affine(4, rngs=nnx.Rngs(1))])
     with pytest.raises(ValueError, match="at least one module"):
-        scan_modules([], lambda m, c, _: (c, None), jnp.ones(3))
+        stack_modules([])
 
 
 @pytest.mark.slow  # two fits, each compiling the train step (duration: benchmarks/RESULTS.md, nvae_jax)
 def test_a_checkpoint_of_the_unrolled_model_resumes_scanned(tmp_path):
-    """Checkpoints written before the scan (the unrolled program) resume under it: the same trajectory."""
+    """A checkpoint written by the unrolled program (`scan_groups="unroll"`) resumes under the scan: one layout,
+    the same trajectory."""
     import shutil
 
     cfg = dataclasses.replace(SMALL, num_groups_per_scale=2, batch_size=8)
     x = (np.random.default_rng(0).random((32, 8, 8, 1)) > 0.5).astype(np.float32)
-    _, full, _ = train.fit(dataclasses.replace(cfg, scan_groups=False), x, 3, checkpoint_dir=tmp_path / "a",
+    _, full, _ = train.fit(dataclasses.replace(cfg, scan_groups="unroll"), x, 3, checkpoint_dir=tmp_path / "a",
                            checkpoint_every=2, log_every=1)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "b" / "3")
@@ -150,3 +186,11 @@ def test_eval_mode_groups_run_inside_an_inner_transform():
     x, keys = _images(cfg), jax.random.split(jax.random.PRNGKey(0), 3)
     mapped = jax.lax.map(lambda k: model.log_weight(x, k), keys)
     np.testing.assert_allclose(mapped, jnp.stack([model.log_weight(x, k) for k in keys]), rtol=1e-5)
+
+
+def test_auto_scans_off_cpu_only_and_bad_modes_are_refused():
+    """"auto" unrolls on CPU (XLA:CPU leaves a loop body's convolutions uncanonicalised: a slow gradient)."""
+    model = NVAE(dataclasses.replace(SMALL, scan_groups="auto"), rngs=nnx.Rngs(0))
+    assert model.scans_groups == (jax.default_backend() != "cpu")
+    with pytest.raises(ValueError, match="scan_groups must be 'auto', 'scan' or 'unroll'"):
+        dataclasses.replace(SMALL, scan_groups="yes")

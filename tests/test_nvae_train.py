@@ -125,19 +125,27 @@ def test_padded_buckets_cover_every_matrix_once_within_the_padding_budget(shapes
 
 
 def test_bucketed_power_iteration_equals_each_convs_own():
-    """Zero padding in a bucket changes nothing: σ, u and v per conv equal its unpadded power iteration."""
+    """Zero padding in a bucket changes nothing: σ, u and v per conv equal its unpadded power iteration,
+    for the convs stored stacked (the latent groups of a scale, sn_u [n, C_out]) layer by layer too."""
     from nvae_jax.layers import power_iteration
 
-    model = NVAE(dataclasses.replace(DIGITS, num_channels=4), rngs=nnx.Rngs(0))
+    model = NVAE(dataclasses.replace(DIGITS, num_channels=4, num_groups_per_scale=3), rngs=nnx.Rngs(0))
     convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, WNConv)]
-    shapes = [(c.sn_u.shape[0], c.sn_v.shape[0]) for c in convs]
+    assert any(c.sn_u.ndim == 2 and c.sn_u.shape[0] == 3 for c in convs)  # stacked convs are among them
+    shapes = [(c.sn_u.shape[-1], c.sn_v.shape[-1]) for c in convs]
     assert len(train.padded_buckets(shapes)) < len(set(shapes))  # some buckets really mix shapes
-    expected = [power_iteration(_matrix(c), c.sn_u[...], c.sn_v[...], 4) for c in convs]
+    expected = []
+    for c in convs:  # [n, C_out, k·k·C_in/g] per stacked conv, one matrix otherwise
+        w = c.weight()
+        mats = jnp.swapaxes(w.reshape(*c.sn_u.shape[:-1], -1, w.shape[-1]), -1, -2)
+        expected.append(jax.vmap(power_iteration, in_axes=(0, 0, 0, None))(
+            mats.reshape(-1, *mats.shape[-2:]), c.sn_u[...].reshape(-1, shapes[len(expected)][0]),
+            c.sn_v[...].reshape(-1, shapes[len(expected)][1]), 4))
     total = train.spectral_penalty(model, 4)
-    np.testing.assert_allclose(float(total), sum(float(e[0]) for e in expected), rtol=1e-5)
+    np.testing.assert_allclose(float(total), sum(float(jnp.sum(e[0])) for e in expected), rtol=1e-5)
     for c, (_, u, v) in zip(convs, expected):
-        np.testing.assert_allclose(np.asarray(c.sn_u[...]), np.asarray(u), atol=1e-5)
-        np.testing.assert_allclose(np.asarray(c.sn_v[...]), np.asarray(v), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(c.sn_u[...]).reshape(u.shape), np.asarray(u), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(c.sn_v[...]).reshape(v.shape), np.asarray(v), atol=1e-5)
 
 
 def test_optimizer_is_adamax_with_l2_on_the_flattened_parameters():
