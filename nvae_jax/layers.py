@@ -95,10 +95,7 @@ class WNConv(nnx.Module):
         if self.groups > 1 and self.groups == x.shape[-1] == w.shape[-1] and self.stride == 1:
             y = workarounds.depthwise_conv(x, w)
         else:
-            pad = (self.kernel - 1) // 2
-            y = jax.lax.conv_general_dilated(x, w, (self.stride, self.stride), [(pad, pad), (pad, pad)],
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                             feature_group_count=self.groups)
+            y = workarounds.conv2d(x, w, self.stride, self.groups)
         if self.bias is not None:
             y = y + self.bias[...].astype(y.dtype)[None, None, None, :]
         return y

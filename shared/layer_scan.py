@@ -88,7 +88,8 @@ def scan_stacked(stacked: nnx.Module, fn: Callable[[Any, Any, Any], tuple[Any, A
         return carry, (y, None if unchanged else after)
 
     if scan:
-        carry, (ys, changed) = jax.lax.scan(body, carry, (state, xs))
+        with workarounds.loop_body():  # convs as dots on CPU, whose loop-body gradients XLA:CPU runs fast
+            carry, (ys, changed) = jax.lax.scan(body, carry, (state, xs))
     else:
         outs = []
         for i in range(num_layers(stacked)):

@@ -26,13 +26,14 @@ list` must stay fast): each function imports it when called. Figures live in
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
 import platform
 import sys
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,7 +41,7 @@ import numpy as np
 if TYPE_CHECKING:
     import jax
 
-__all__ = ["depthwise_conv", "init_normal", "init_uniform", "init_math", "concatenate_norms",
+__all__ = ["conv2d", "loop_body", "depthwise_conv", "init_normal", "init_uniform", "init_math", "concatenate_norms",
            "donate_state_argnums", "default_prefetch", "cpu_compiler_options", "TUNABLE", "OPT_OUT",
            "hugepage_env", "maybe_reexec", "release_free_memory"]
 
@@ -49,6 +50,77 @@ def _on_cpu() -> bool:
     import jax
 
     return jax.default_backend() == "cpu"
+
+
+# ------------------------------------------------------------------------ convolutions in loop bodies
+_loop_body_depth = 0
+
+
+@contextlib.contextmanager
+def loop_body() -> Iterator[None]:
+    """Marks the tracing of a loop body (`lax.scan`): `conv2d` on CPU then writes stride-1 convs as dots.
+
+    XLA:CPU canonicalises only a program's top-level convolutions into the form its Eigen kernels take;
+    inside a while loop the transposed convolutions of a gradient keep JAX's dimension labels and run
+    as naive loops (benchmarks/RESULTS.md, nvae_jax, "Depth"). Dots and slices have no such limit. A
+    trace-time switch: it holds while the body is traced, which `lax.scan` does once, at once.
+    """
+    global _loop_body_depth
+    _loop_body_depth += 1
+    try:
+        yield
+    finally:
+        _loop_body_depth -= 1
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, groups: int = 1) -> jax.Array:
+    """2-D conv padded by ⌊(k−1)/2⌋ on each side: x [B, H, W, C_in], kernel [k, k, C_in/groups, C_out] (HWIO)
+    → [B, H', W', C_out] (H' = H for stride 1), `lax.conv_general_dilated`.
+
+    Inside `loop_body()` on CPU a stride-1 ungrouped conv of odd k keeps that forward but takes its
+    derivatives from Σ_ij pad(x)[:, i:i+H, j:j+W] · kernel[i, j] (k² dots over the channels, a custom JVP
+    linear in the tangents): their transposes, the gradient, are dots and pads, not loop-body convolutions.
+    """
+    k = kernel.shape[0]
+    if _loop_body_depth and _on_cpu() and stride == 1 and groups == 1 and k % 2 == 1:
+        return _conv_with_dot_derivatives()(x, kernel)
+    return _lax_conv(x, kernel, stride, groups)
+
+
+def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int, groups: int) -> jax.Array:
+    import jax
+
+    pad = (kernel.shape[0] - 1) // 2
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), [(pad, pad), (pad, pad)],
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+def _conv_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The stride-1 conv of `conv2d` as Σ over the k² taps of pad(x)[:, i:i+H, j:j+W] · kernel[i, j] (dots)."""
+    import jax.numpy as jnp
+
+    k = kernel.shape[0]
+    pad = (k - 1) // 2
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
+    h, w = x.shape[1:3]
+    taps = [jnp.einsum("bhwc,co->bhwo", xp[:, i:i + h, j:j + w, :], kernel[i, j]) for i in range(k) for j in range(k)]
+    return functools.reduce(jnp.add, taps)
+
+
+@functools.cache
+def _conv_with_dot_derivatives():
+    import jax
+
+    @jax.custom_jvp
+    def conv(x, kernel):
+        return _lax_conv(x, kernel, 1, 1)
+
+    @conv.defjvp
+    def conv_jvp(primals, tangents):
+        (x, kernel), (dx, dkernel) = primals, tangents
+        return conv(x, kernel), _conv_taps(dx, kernel) + _conv_taps(x, dkernel)
+
+    return conv
 
 
 # ------------------------------------------------------------------------ depthwise convolution

@@ -72,6 +72,46 @@ def test_depthwise_hessian_matches_grouped_convolution_in_float64():
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
+def _conv_in_a_loop_body(x, kernel):
+    with workarounds.loop_body():  # as `shared.layer_scan.scan_stacked` traces its body
+        return workarounds.conv2d(x, kernel)
+
+
+def _lax_conv(x, kernel):
+    p = (kernel.shape[0] - 1) // 2
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), [(p, p)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_loop_body_conv_value_jvp_and_gradient_match_the_lax_convolution(k):
+    """`conv2d` inside a loop body on CPU takes its derivatives from dots; they are the convolution's."""
+    x, kernel = _normal(0, (2, 7, 6, 3)), _normal(1, (k, k, 3, 4))
+    dx, dk, ct = _normal(2, x.shape), _normal(3, kernel.shape), _normal(4, (2, 7, 6, 4))
+
+    @jax.jit
+    def pairs():
+        out = [(_conv_in_a_loop_body(x, kernel), _lax_conv(x, kernel))]
+        out += [(jax.jvp(_conv_in_a_loop_body, (x, kernel), t), jax.jvp(_lax_conv, (x, kernel), t))
+                for t in [(dx, dk), (dx, jnp.zeros_like(dk)), (jnp.zeros_like(dx), dk)]]
+        out.append((jax.vjp(_conv_in_a_loop_body, x, kernel)[1](ct), jax.vjp(_lax_conv, x, kernel)[1](ct)))
+        return out
+
+    for ours, ref in pairs():
+        for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    with jax.enable_x64(True):
+        x64, k64 = _normal(0, (1, 4, 5, 2), jnp.float64), _normal(1, (3, 3, 2, 2), jnp.float64)
+        w = _normal(2, (1, 4, 5, 2), jnp.float64)
+
+        def objective(conv):
+            return lambda x, kernel: jnp.sum(jnp.tanh(conv(x, kernel)) * w)
+
+        hess = jax.jit(jax.hessian(objective(_conv_in_a_loop_body), argnums=(0, 1)))(x64, k64)
+        hess_ref = jax.jit(jax.hessian(objective(_lax_conv), argnums=(0, 1)))(x64, k64)
+        for got, want in zip(jax.tree.leaves(hess), jax.tree.leaves(hess_ref)):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
 def _hvp_and_differences(loss, params, direction, eps):
     """(H v by jvp-of-grad, central differences (∇L(p + εv) − ∇L(p − εv)) / 2ε, ∇L·v, (L(p+εv) − L(p−εv)) / 2ε)."""
     grad = jax.grad(loss)
