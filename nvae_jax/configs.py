@@ -38,8 +38,8 @@ class Config:
     use_se: bool = True
     # the identical latent groups of a scale (stored stacked) run under lax.scan ("scan"), so the compiled
     # program does not grow with depth, or in a Python loop ("unroll": same maths, the program grows with the
-    # groups). "auto": scan on GPU/TPU, unroll on CPU, where XLA:CPU's convolution canonicalisation leaves the
-    # convolutions of a loop body alone and the scanned gradient runs several times slower (nvae_jax/README.md)
+    # groups). "auto": scan on GPU/TPU, unroll on CPU, where the scanned step is slower
+    # (`shared.workarounds.scan_layers_by_default`; nvae_jax/README.md)
     scan_groups: str = "auto"
     # training
     epochs: int = 400

@@ -329,7 +329,7 @@ class NVAE(nnx.Module):
     def scans_groups(self) -> bool:
         """Whether the stacked latent groups run under `lax.scan` (`Config.scan_groups`; "auto": not on CPU)."""
         mode = self.cfg.scan_groups
-        return mode == "scan" or (mode == "auto" and jax.default_backend() != "cpu")
+        return mode == "scan" or (mode == "auto" and workarounds.scan_layers_by_default())
 
     def decoder_input(self, batch: int) -> jax.Array:
         """The top-down pass's learned input, broadcast to [batch, h, w, C]."""

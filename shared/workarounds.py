@@ -41,7 +41,8 @@ import numpy as np
 if TYPE_CHECKING:
     import jax
 
-__all__ = ["conv2d", "loop_body", "depthwise_conv", "init_normal", "init_uniform", "init_math", "concatenate_norms",
+__all__ = ["conv2d", "loop_body", "scan_layers_by_default", "depthwise_conv", "init_normal", "init_uniform",
+           "init_math", "concatenate_norms",
            "donate_state_argnums", "default_prefetch", "cpu_compiler_options", "TUNABLE", "OPT_OUT",
            "hugepage_env", "maybe_reexec", "release_free_memory"]
 
@@ -71,6 +72,12 @@ def loop_body() -> Iterator[None]:
         yield
     finally:
         _loop_body_depth -= 1
+
+
+def scan_layers_by_default() -> bool:
+    """Whether identical layers should run under `lax.scan` when a config leaves it to the backend: not on CPU,
+    where a scanned gradient stays slower than the unrolled one even with `conv2d`'s dot derivatives."""
+    return not _on_cpu()
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, groups: int = 1) -> jax.Array:
