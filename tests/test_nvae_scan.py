@@ -18,14 +18,15 @@ from shared.layer_scan import num_layers, scan_stacked, stack_modules, unstack_m
 SMALL = dataclasses.replace(DIGITS, image_size=8, num_channels=4, num_latent_per_group=2, batch_size=4,
                             num_postprocess_cells=1, num_preprocess_cells=1, scan_groups="scan")
 O0 = {"xla_backend_optimization_level": 0}
-CASES = {
-    "equal groups": dict(num_groups_per_scale=3),
+# each case compiles four programs (~1 min on the 2-core box), so the default suite runs one case with equal
+# groups, flows and 2 cells per group; adaptive counts over 3 scales run with `-m slow`
+CASES = [
+    pytest.param(dict(num_groups_per_scale=3, num_nf=1, num_cell_per_group_enc=2, num_cell_per_group_dec=2),
+                 id="equal groups, flows, 2 cells per group"),
     # adaptive: (4, 2, 1) groups finest first, so the coarsest scale is the top group alone
-    "adaptive groups, 3 scales": dict(image_size=16, num_latent_scales=3, num_groups_per_scale=4,
-                                      adaptive_groups=True),
-    "flows, 2 cells per group": dict(num_groups_per_scale=2, num_nf=1, num_cell_per_group_enc=2,
-                                     num_cell_per_group_dec=2),
-}
+    pytest.param(dict(image_size=16, num_latent_scales=3, num_groups_per_scale=4, adaptive_groups=True),
+                 id="adaptive groups, 3 scales", marks=pytest.mark.slow),
+]
 
 
 def _images(cfg, n=4):
@@ -62,9 +63,9 @@ def _outputs(cfg):
     return {"recon": recon, "kl": kl, "grads": grads, "stats": stats, "log_w": log_w, "sample": sample}
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", CASES)
 def test_scanned_groups_equal_the_unrolled_loop(case):
-    cfg = dataclasses.replace(SMALL, **CASES[case])
+    cfg = dataclasses.replace(SMALL, **case)
     scanned, unrolled = _outputs(cfg), _outputs(dataclasses.replace(cfg, scan_groups="unroll"))
     assert scanned["kl"].shape == (4, sum(cfg.groups))
     for name in scanned:
