@@ -134,14 +134,23 @@ def test_bucketed_power_iteration_equals_each_convs_own():
     assert any(c.sn_u.ndim == 2 and c.sn_u.shape[0] == 3 for c in convs)  # stacked convs are among them
     shapes = [(c.sn_u.shape[-1], c.sn_v.shape[-1]) for c in convs]
     assert len(train.padded_buckets(shapes)) < len(set(shapes))  # some buckets really mix shapes
-    expected = []
-    for c in convs:  # [n, C_out, k·k·C_in/g] per stacked conv, one matrix otherwise
-        w = c.weight()
-        mats = jnp.swapaxes(w.reshape(*c.sn_u.shape[:-1], -1, w.shape[-1]), -1, -2)
-        expected.append(jax.vmap(power_iteration, in_axes=(0, 0, 0, None))(
-            mats.reshape(-1, *mats.shape[-2:]), c.sn_u[...].reshape(-1, shapes[len(expected)][0]),
-            c.sn_v[...].reshape(-1, shapes[len(expected)][1]), 4))
-    total = train.spectral_penalty(model, 4)
+
+    @jax.jit  # one program: eagerly, every conv's iteration dispatched (and compiled) its own ops
+    def expected_and_penalised(state):
+        m = nnx.merge(graphdef, state)
+        expected = []
+        for c in [c for _, c in nnx.iter_graph(m) if isinstance(c, WNConv)]:  # [n, C_out, k·k·C_in/g] if stacked
+            w = c.weight()
+            rows, cols = c.sn_u.shape[-1], c.sn_v.shape[-1]
+            mats = jnp.swapaxes(w.reshape(*c.sn_u.shape[:-1], -1, rows), -1, -2).reshape(-1, rows, cols)
+            expected.append(jax.vmap(power_iteration, in_axes=(0, 0, 0, None))(
+                mats, c.sn_u[...].reshape(-1, rows), c.sn_v[...].reshape(-1, cols), 4))
+        total = train.spectral_penalty(m, 4)
+        return expected, total, nnx.state(m)
+
+    graphdef, state = nnx.split(model)
+    expected, total, state = expected_and_penalised(state)
+    nnx.update(model, state)
     np.testing.assert_allclose(float(total), sum(float(jnp.sum(e[0])) for e in expected), rtol=1e-5)
     for c, (_, u, v) in zip(convs, expected):
         np.testing.assert_allclose(np.asarray(c.sn_u[...]).reshape(u.shape), np.asarray(u), atol=1e-5)
