@@ -18,8 +18,8 @@ from shared.layer_scan import num_layers, scan_stacked, stack_modules, unstack_m
 SMALL = dataclasses.replace(DIGITS, image_size=8, num_channels=4, num_latent_per_group=2, batch_size=4,
                             num_postprocess_cells=1, num_preprocess_cells=1, scan_groups="scan")
 O0 = {"xla_backend_optimization_level": 0}
-# each case compiles four programs (~1 min on the 2-core box), so the default suite runs one case with equal
-# groups, flows and 2 cells per group; adaptive counts over 3 scales run with `-m slow`
+# each case compiles four programs (durations: benchmarks/RESULTS.md, nvae_jax), so the default suite runs one
+# case with equal groups, flows and 2 cells per group; adaptive counts over 3 scales run with `-m slow`
 CASES = [
     pytest.param(dict(num_groups_per_scale=3, num_nf=1, num_cell_per_group_enc=2, num_cell_per_group_dec=2),
                  id="equal groups, flows, 2 cells per group"),

@@ -35,7 +35,7 @@ def _two_steps(mesh):
     return losses, jax.device_get(state)
 
 
-@pytest.mark.slow  # two compilations of the train step (~1 min on the loaded 2-core sandbox)
+@pytest.mark.slow  # two compilations of the train step (duration: benchmarks/RESULTS.md, nvae_jax)
 def test_eight_devices_match_one_device(devices):
     losses8, s8 = _two_steps(make_mesh(devices=devices))
     losses1, s1 = _two_steps(make_mesh(devices=devices[:1]))
@@ -53,7 +53,7 @@ def _spectral(graphdef, state):
     return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, SpectralVector))]
 
 
-@pytest.mark.slow  # two fits, each compiling the step (~2.5 min on the loaded 2-core sandbox)
+@pytest.mark.slow  # two fits, each compiling the step (duration: benchmarks/RESULTS.md, nvae_jax)
 def test_checkpoint_resume_is_exact_and_keeps_power_iteration_vectors(tmp_path):
     x = (np.random.default_rng(0).random((32, 8, 8, 1)) > 0.5).astype(np.float32)
     graphdef, init, _ = train.build_step(TINY, 3)
