@@ -41,6 +41,9 @@ class Config:
     # groups). "auto": scan on GPU/TPU, unroll on CPU, where the scanned step is slower
     # (`shared.workarounds.scan_layers_by_default`; nvae_jax/README.md)
     scan_groups: str = "auto"
+    # each latent group (encoder and decoder side) under jax.checkpoint: the backward pass keeps only the groups'
+    # inputs and recomputes the rest, one more forward of the groups for their activations' memory
+    remat_groups: bool = False
     # training
     epochs: int = 400
     batch_size: int = 200  # the global batch, split over every process and device

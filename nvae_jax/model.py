@@ -8,6 +8,8 @@ distributions, the KL and the output likelihood stay in float32.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -228,6 +230,12 @@ def _enc_group_step(cells: nnx.List, h: jax.Array, _) -> tuple[jax.Array, jax.Ar
     return h, h
 
 
+def _split_by_scale(items: list, counts: Sequence[int]) -> list[list]:
+    """`items` cut into consecutive runs of `counts[s]` items, one run per scale."""
+    starts = [0, *itertools.accumulate(counts)]
+    return [list(items[a:b]) for a, b in itertools.pairwise(starts)]
+
+
 class NVAE(nnx.Module):
     """Hierarchical VAE: stem, pre-processing, bottom-up encoder, top-down decoder, post-processing."""
 
@@ -292,14 +300,9 @@ class NVAE(nnx.Module):
 
     def _stack_decoder(self, groups: list[LatentGroup]) -> list[LatentGroup]:
         """The latent groups below the top one (`groups` in decoder order, top first), stacked per scale."""
-        stacks: list[LatentGroup] = []
-        start = 0
-        for s, g in enumerate(reversed(self.cfg.groups)):
-            members = groups[start + (s == 0):start + g]
-            if members:
-                stacks.append(stack_modules(members))
-            start += g
-        return stacks
+        scales = _split_by_scale(groups, self.cfg.groups[::-1])
+        scales[0] = scales[0][1:]  # the top group stays alone
+        return [stack_modules(members) for members in scales if members]
 
     def latent_groups(self) -> list[LatentGroup]:
         """Every latent group as its own module, in decoder order (top first): the top group itself and copies
@@ -320,10 +323,8 @@ class NVAE(nnx.Module):
 
     def set_encoder_groups(self, groups: list[nnx.List]) -> None:
         """Stores the variables of `groups` (as `encoder_groups` returns them) into the model."""
-        start = 0
-        for stack, g in zip(self.enc_groups, self.cfg.groups):
-            nnx.update(stack, nnx.state(stack_modules(groups[start:start + g])))
-            start += g
+        for stack, members in zip(self.enc_groups, _split_by_scale(groups, self.cfg.groups)):
+            nnx.update(stack, nnx.state(stack_modules(members)))
 
     @property
     def scans_groups(self) -> bool:
@@ -362,7 +363,8 @@ class NVAE(nnx.Module):
                 first = 1
             if first < g:
                 xs = (keys[gi + first:gi + g], None if feats is None else feats[first:])
-                h, out = scan_stacked(next(stacks), step, h, xs, scan=self.scans_groups)
+                h, out = scan_stacked(next(stacks), step, h, xs, scan=self.scans_groups,
+                                      remat=self.cfg.remat_groups)
                 if out is not None:
                     kls.append(out["kl"].T)
                     log_pq = log_pq + jnp.sum(out["log_pq"], axis=0)
@@ -382,7 +384,8 @@ class NVAE(nnx.Module):
             h = layer(h)
         scales: list[jax.Array] = []
         for s, stack in enumerate(self.enc_groups):
-            h, feats = scan_stacked(stack, _enc_group_step, h, scan=self.scans_groups)
+            h, feats = scan_stacked(stack, _enc_group_step, h, scan=self.scans_groups,
+                                    remat=self.cfg.remat_groups)
             scales.append(feats)
             if s < len(self.enc_down):
                 h = self.enc_down[s](h)

@@ -66,13 +66,14 @@ def unstack_module(stacked: M) -> list[M]:
 
 
 def scan_stacked(stacked: nnx.Module, fn: Callable[[Any, Any, Any], tuple[Any, Any]], carry: Any, xs: Any = None,
-                 *, scan: bool = True, mutable: Any = nnx.BatchStat) -> tuple[Any, Any]:
+                 *, scan: bool = True, remat: bool = False, mutable: Any = nnx.BatchStat) -> tuple[Any, Any]:
     """(carry, ys) of carry, y_i = fn(layer_i, carry, x_i) for i = 0 … n − 1, as `jax.lax.scan` gives them.
 
     stacked: a module from `stack_modules` (n layers); xs: a pytree whose leaves have leading axis n, or None;
     ys: fn's outputs stacked on a new axis 0. Variables of type `mutable` that fn assigns (train-mode batch
     statistics) are written back to the stacked module. `scan=False` runs the same loop in Python (the program
-    then grows with n), for comparison and debugging.
+    then grows with n), for comparison and debugging. `remat=True` wraps each layer in `jax.checkpoint`: the
+    backward pass keeps only each layer's input and recomputes its internals (one more forward, less memory).
     """
     graphdef, state = nnx.split(stacked)
 
@@ -87,6 +88,8 @@ def scan_stacked(stacked: nnx.Module, fn: Callable[[Any, Any, Any], tuple[Any, A
         unchanged = all(a is b for a, b in zip(jax.tree.leaves(after), before))
         return carry, (y, None if unchanged else after)
 
+    if remat:
+        body = jax.checkpoint(body)
     if scan:
         with workarounds.loop_body():  # convs as dots on CPU, whose loop-body gradients XLA:CPU runs fast
             carry, (ys, changed) = jax.lax.scan(body, carry, (state, xs))
