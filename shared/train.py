@@ -237,7 +237,8 @@ def build_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Me
     """`jax.jit(make_step(loss_fn, tx))` with state and batch shardings and the state donated.
 
     Returns:
-      step(state, batch) -> (state, metrics); the state is donated on GPU/TPU (do not reuse the
+      step(state, batch) -> (state, metrics); the state is donated on GPU/TPU, and on CPU when it is large
+      (`shared.workarounds.donate_state_argnums`; do not reuse the
       arrays passed in, nor the model they were split from); state must be placed with `state_sharding(state, mesh,
       fsdp)` and the batch with `shard_batch`. Metrics come back replicated.
     """
@@ -252,8 +253,13 @@ def jit_train_step(step: Callable[[TrainState, PyTree], tuple[TrainState, Metric
     `compiler_options` go to XLA for this program only (e.g. `shared.workarounds.cpu_compiler_options()`)."""
     shardings = state_sharding(state, mesh, fsdp)
     return jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, replicated(mesh)),
-                   donate_argnums=workarounds.donate_state_argnums(),
+                   donate_argnums=workarounds.donate_state_argnums(state_bytes(state)),
                    compiler_options=None if compiler_options is None else dict(compiler_options))
+
+
+def state_bytes(state: PyTree) -> int:
+    """Bytes of every array leaf of `state` (concrete or abstract), e.g. to decide on donating it."""
+    return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(state))
 
 
 def warmup_cosine(learning_rate: float, warmup: int, total: int, end_fraction: float = 0.0) -> optax.Schedule:

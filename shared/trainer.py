@@ -49,7 +49,7 @@ from shared.checkpoint import Checkpointer, abstract_like
 from shared.experiment import Preempted, RunContext
 from shared.overrides import ConfigError
 
-__all__ = ["Loop", "Trainer", "check_global_batch"]
+__all__ = ["Loop", "Trainer", "check_global_batch", "compile_step"]
 
 # fn(model, batch, rng) -> (scalar loss, metrics); the model is an NNX module rebuilt inside the step
 # the model argument is Any: a loss written for one nnx.Module subclass is not a function of every Module
@@ -152,6 +152,18 @@ class _SigtermFlag:
         return self.raised
 
 
+def compile_step(step: Step, state: train.TrainState, batch: Any) -> Step:
+    """The jitted `step` compiled ahead for these arguments, with the compiler's freed memory given back before
+    the first execution allocates the step's buffers (else a large program's compile peak and its first step
+    add up); a step without `.lower` (a Python wrapper around the jitted one) is returned as it is."""
+    lower = getattr(step, "lower", None)
+    if lower is None:
+        return step
+    compiled = lower(state, batch).compile()
+    workarounds.release_free_memory()
+    return compiled
+
+
 class Trainer:
     """The device side of a run, built once: mesh, state, shardings, jitted steps.
 
@@ -191,6 +203,7 @@ class Trainer:
                                                 self.fsdp) if eval_metrics is not None else None)
         self.sharding = train.state_sharding(state, self.mesh, self.fsdp)
         self.state = jax.device_put(state, self.sharding)
+        workarounds.release_free_memory()  # building a large model leaves its NumPy initialisers' memory resident
         self.best_state: train.TrainState | None = None
         self.best_step: int | None = None
         self.data_wait: float | None = None  # the last logged window's share of time waiting for data
@@ -350,10 +363,11 @@ class Trainer:
                 ready = time.perf_counter()
                 batch = next(batches)
                 waited += time.perf_counter() - ready
-                state, metrics = self.train_step(state, train.shard_batch(batch, self.mesh))
+                sharded = train.shard_batch(batch, self.mesh)
+                if step == start:
+                    train_step = compile_step(self.train_step, state, sharded)
+                state, metrics = train_step(state, sharded)
                 timed_steps += 1
-                if step == start:  # the step compiled during this call: give the compiler's freed memory back
-                    workarounds.release_free_memory()
                 window_sums = metrics if not window_sums else _add_metrics(window_sums, metrics)
                 window += 1
                 done = step + 1

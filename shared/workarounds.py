@@ -12,8 +12,8 @@ list` must stay fast): each function imports it when called. Figures live in
   nvae_jax item 6).
 - `concatenate_norms`: XLA:CPU launches each per-leaf reduction of a global norm as its own kernel
   (`benchmarks/bench_nvae.py`, `benchmarks/bench_harness.py`; nvae_jax item 8, Harness).
-- `donate_state_argnums`: on XLA:CPU in-place aliasing of donated buffers blocks fusions
-  (`benchmarks/bench_harness.py`; Harness).
+- `donate_state_argnums`: on XLA:CPU in-place aliasing of donated buffers blocks fusions, so only a
+  large state is donated there (`benchmarks/bench_harness.py`, `benchmarks/bench_nvae.py --versus no-donate`).
 - `default_prefetch`: on the CPU backend grain's threads compete with the step for the same cores
   (`benchmarks/bench_harness.py --prefetch`; Harness).
 - `cpu_compiler_options`: XLA:CPU's MLIR fusion emitters keep their state until the whole program is
@@ -42,9 +42,9 @@ if TYPE_CHECKING:
     import jax
 
 __all__ = ["conv2d", "loop_body", "scan_layers_by_default", "depthwise_conv", "init_normal", "init_uniform",
-           "init_math", "concatenate_norms",
-           "donate_state_argnums", "default_prefetch", "cpu_compiler_options", "TUNABLE", "OPT_OUT",
-           "hugepage_env", "maybe_reexec", "release_free_memory"]
+           "init_math", "concatenate_norms", "donate_state_argnums", "DONATE_ON_CPU_MIN_BYTES",
+           "default_prefetch", "cpu_compiler_options", "TUNABLE", "OPT_OUT", "hugepage_env", "maybe_reexec",
+           "release_free_memory"]
 
 
 def _on_cpu() -> bool:
@@ -292,10 +292,15 @@ def concatenate_norms() -> bool:
     return _on_cpu()
 
 
-def donate_state_argnums() -> tuple[int, ...]:
-    """(0,) on accelerators, where donating the state halves its memory; () on CPU, where XLA's
-    in-place aliasing of donated buffers blocks fusions and slows the step (benchmarks/bench_harness.py)."""
-    return () if _on_cpu() else (0,)
+DONATE_ON_CPU_MIN_BYTES = 256 * 2 ** 20
+
+
+def donate_state_argnums(state_bytes: int = 0) -> tuple[int, ...]:
+    """(0,) on accelerators, where donating the state halves its memory. On CPU only for a state of at least
+    `DONATE_ON_CPU_MIN_BYTES`: XLA's in-place aliasing of donated buffers blocks fusions, which slows a small
+    step (benchmarks/bench_harness.py), while a large state's second copy costs more memory than the blocked
+    fusions cost time (`benchmarks/bench_nvae.py --versus no-donate`)."""
+    return () if _on_cpu() and state_bytes < DONATE_ON_CPU_MIN_BYTES else (0,)
 
 
 def default_prefetch() -> int:

@@ -9,12 +9,12 @@ import optax
 import pytest
 from flax import nnx
 
-from shared import data, train
+from shared import data, train, workarounds
 from shared.classification import classification_sums
 from shared.digits_mlp import cross_entropy
 from shared.experiment import Preempted
 from shared.models import MLP
-from shared.trainer import Loop, Trainer, check_global_batch
+from shared.trainer import Loop, Trainer, check_global_batch, compile_step
 
 IMAGES, LABELS = data.digits("train")
 SOURCE = data.ArraySource({"image": IMAGES, "label": LABELS})
@@ -188,3 +188,42 @@ def test_resuming_another_models_checkpoint_is_refused_not_skipped(tmp_path):
     other = Trainer(MLP((64, 16, 10), rngs=nnx.Rngs(0)), optax.adam(1e-3), cross_entropy, seed=0)
     with pytest.raises(CheckpointMismatch, match="written for another model or config"):
         other.fit(SOURCE, Loop(num_steps=10, batch_size=32, log_every=5), checkpoint_dir=tmp_path, resume=True)
+
+
+def test_compile_step_compiles_the_jitted_step_ahead_and_leaves_a_wrapper_alone():
+    """`Trainer.fit` runs its steps through `compile_step`: the ahead-compiled step gives the jitted step's
+    results, and a plain Python wrapper (no `.lower`) is used as it is."""
+    trainer = _trainer()
+    batch = train.shard_batch({"image": IMAGES[:32], "label": LABELS[:32]}, trainer.mesh)
+    compiled = compile_step(trainer.train_step, trainer.state, batch)
+    assert isinstance(compiled, jax.stages.Compiled)
+    chex.assert_trees_all_close(compiled(trainer.state, batch), trainer.train_step(trainer.state, batch))
+
+    def wrapper(state, batch):
+        return trainer.train_step(state, batch)
+
+    assert compile_step(wrapper, trainer.state, batch) is wrapper
+
+
+def test_a_donated_state_trains_and_checkpoints_exactly_as_an_undonated_one(tmp_path, monkeypatch):
+    """On CPU only a state of at least `DONATE_ON_CPU_MIN_BYTES` is donated (accelerators: always). With the
+    threshold at 0 this small MLP's state is donated (its first buffers are consumed), and `fit` gives the same
+    trajectory and the same asynchronously saved checkpoints as without: a save never sees a buffer that the
+    next step overwrote in place."""
+    on_cpu = jax.default_backend() == "cpu"
+    assert workarounds.donate_state_argnums(workarounds.DONATE_ON_CPU_MIN_BYTES - 1) == (() if on_cpu else (0,))
+    assert workarounds.donate_state_argnums(workarounds.DONATE_ON_CPU_MIN_BYTES) == (0,)
+    loop = Loop(num_steps=6, batch_size=32, seed=3, log_every=3, checkpoint_every=2)
+    runs = {}
+    for donate in (False, True):
+        if donate:
+            monkeypatch.setattr(workarounds, "DONATE_ON_CPU_MIN_BYTES", 0)
+        trainer = _trainer()
+        first = trainer.state
+        state, history = trainer.fit(SOURCE, loop, checkpoint_dir=tmp_path / str(donate))
+        assert all(x.is_deleted() for x in jax.tree.leaves(first.params)) == (donate or not on_cpu)
+        saved = [jax.device_get(trainer.restore(tmp_path / str(donate), step)) for step in (4, 6)]
+        runs[donate] = jax.device_get(state), history, saved
+    chex.assert_trees_all_equal(runs[True][0], runs[False][0])
+    assert runs[True][1] == runs[False][1]
+    chex.assert_trees_all_equal(runs[True][2], runs[False][2])
