@@ -18,8 +18,9 @@ backward, Adamax with eps 1e-3), fp32 (no autocast / GradScaler: fp32 on both si
 random binarised 32×32 batch. Each side runs in its own long-lived worker subprocess (ours under this
 interpreter, the peer under `--peer-python`); the parent alternates timed windows (ours, peer, ours,
 peer, ...) so only one side computes at a time and machine-load drifts hit both. Peak memory is each
-worker's own peak RSS (getrusage RUSAGE_SELF), and `rss_end_mb` its resident set at the end (ours after
-`shared.workarounds.release_free_memory`, as `shared.trainer.Trainer.fit` does after the first step). The ratios
+worker's own peak RSS (getrusage RUSAGE_SELF), and `rss_end_mb` its resident set at the end (our step is
+compiled ahead by `shared.trainer.compile_step`, which gives the compiler's freed memory back before the
+first step, as `shared.trainer.Trainer.fit` does). The ratios
 printed are peer step time / ours (> 1: we are faster) and our peak (and end) RSS / the peer's (< 1: we
 use less). `--cache warm` first compiles our step into a fresh persistent compilation cache in a
 separate worker (reported as `cold_*`), then races a worker that loads it, as a second `kexue` run does.
@@ -28,6 +29,9 @@ separate worker (reported as `cold_*`), then races a worker that loads it, as a 
 `--scan-groups scan|unroll` sets `Config.scan_groups` of our step (default auto, as the default config: scan on
 GPU/TPU, unroll on CPU); `--versus unrolled --scan-groups scan` races the scanned step against the unrolled one
 (interleaved windows, as with the peer);
+`--remat-groups` sets `Config.remat_groups` (each latent group under `jax.checkpoint`), and
+`--versus no-remat --remat-groups` races it against the same step without; `--donate on|off` overrides
+`shared.workarounds.donate_state_argnums` for our step, and `--versus no-donate` races it against `--donate off`;
 `--depth` reports compile time and peak RSS of `tiny_mnist` and `mnist` at `--batch`, scanned and unrolled,
 each in its own worker, one at a time (`--depth-large cifar10 celeba64`: those too, scanned, at batch 1).
 
@@ -135,12 +139,12 @@ for line in sys.stdin:
 CONFIGS = ("tiny_mnist", "mnist", "cifar10", "celeba64")
 
 
-def _config(name: str, batch: int, scan: str = "auto"):
+def _config(name: str, batch: int, scan: str = "auto", remat: bool = False):
     from nvae_jax import configs
 
     base = {"tiny_mnist": configs.TINY_MNIST, "mnist": configs.MNIST, "cifar10": configs.CIFAR10,
             "celeba64": configs.CELEBA64}[name]
-    return dataclasses.replace(base, batch_size=batch, scan_groups=scan)
+    return dataclasses.replace(base, batch_size=batch, scan_groups=scan, remat_groups=remat)
 
 
 def _batch(name: str, batch: int) -> np.ndarray:
@@ -154,21 +158,22 @@ def _batch(name: str, batch: int) -> np.ndarray:
 class _Ours:
     """Our jitted step on one fixed batch: compile + warm-up at construction, `window(n)` -> step times."""
 
-    def __init__(self, config: str, batch: int, scan: str = "auto"):
+    def __init__(self, config: str, batch: int, scan: str = "auto", remat: bool = False):
         import jax
 
         from nvae_jax import train
+        from shared.trainer import compile_step
 
         self.jax = jax
         t = time.perf_counter()
-        _, self.state, self.step = train.build_step(_config(config, batch, scan), TOTAL_STEPS)
+        _, self.state, self.step = train.build_step(_config(config, batch, scan, remat), TOTAL_STEPS)
         self.build_s = time.perf_counter() - t
         self.batch = {"image": _batch(config, batch)}
         t = time.perf_counter()
+        self.step = compile_step(self.step, self.state, self.batch)  # as shared.trainer.Trainer.fit does
         self.state, m = self.step(self.state, self.batch)
         jax.block_until_ready(m)
-        self.compile_s = time.perf_counter() - t  # first call: trace + lower + XLA compile + one step
-        workarounds.release_free_memory()  # as shared.trainer.Trainer.fit does after its first step
+        self.compile_s = time.perf_counter() - t  # trace + lower + XLA compile + one step
         for _ in range(WARM_STEPS):
             self.state, m = self.step(self.state, self.batch)
         jax.block_until_ready((self.state, m))
@@ -197,10 +202,17 @@ def _use_compiler_options(choice: str) -> None:
         workarounds.cpu_compiler_options = lambda: None
 
 
-def _serve_ours(config: str, batch: int, compiler_options: str, scan: str) -> None:
+def _use_donation(choice: str) -> None:
+    """"on" / "off": our step donates its state (or not) whatever `shared.workarounds.donate_state_argnums` picks."""
+    if choice != "auto":
+        workarounds.donate_state_argnums = lambda state_bytes=0: (0,) if choice == "on" else ()
+
+
+def _serve_ours(args) -> None:
     """Worker mode: the same line protocol as the peer driver (READY, then `window N` / `quit`)."""
-    _use_compiler_options(compiler_options)
-    ours = _Ours(config, batch, scan)
+    _use_compiler_options(args.compiler_options)
+    _use_donation(args.donate)
+    ours = _Ours(args.config, args.batch, args.scan_groups, args.remat_groups)
     _say("READY", ours.info)
     for line in sys.stdin:
         cmd = line.split()
@@ -298,9 +310,14 @@ def _summary(windows: list[list[float]]) -> dict:
             "window_means": [round(statistics.mean(w), 5) for w in windows]}
 
 
-def _ours_argv(config: str, batch: int, compiler_options: str, scan: str) -> list[str]:
+def _ours_argv(config: str, batch: int, args, scan: str | None = None, remat: bool | None = None,
+               donate: str | None = None) -> list[str]:
+    """A worker running our step with `args`' settings, `scan` / `remat` / `donate` changed where given."""
+    remat = args.remat_groups if remat is None else remat
     return [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config", config,
-            "--batch", str(batch), "--compiler-options", compiler_options, "--scan-groups", scan]
+            "--batch", str(batch), "--compiler-options", args.compiler_options,
+            "--scan-groups", scan or args.scan_groups, "--donate", donate or args.donate,
+            *(["--remat-groups"] if remat else [])]
 
 
 def _compile_only(worker: _Worker) -> tuple[dict, dict]:
@@ -316,7 +333,7 @@ def _compile_only(worker: _Worker) -> tuple[dict, dict]:
 def _race(args) -> dict:
     """Interleaved windows of our worker and a second one: the official code (`--peer-src`) or, with
     `--versus unrolled`, our same step with `scan_groups="unroll"`."""
-    versus = args.versus == "unrolled"
+    versus = args.versus != "peer"
     src = pathlib.Path(args.peer_src or ".")
     if not versus:
         missing = [f for f in ("model.py", "utils.py", "neural_operations.py", "distributions.py",
@@ -330,7 +347,7 @@ def _race(args) -> dict:
         tmp = pathlib.Path(d)
         np.save(tmp / "batch.npy", _batch(args.config, args.batch))
         (tmp / "peer_driver.py").write_text(PEER_DRIVER)
-        ours_argv = _ours_argv(args.config, args.batch, args.compiler_options, args.scan_groups)
+        ours_argv = _ours_argv(args.config, args.batch, args)
         cache, cold = (tmp / "xla_cache" if args.cache == "warm" else None), {}
         if cache is not None:  # a first worker compiles into the cache (its numbers: the cold start)
             info, done = _compile_only(_Worker("ours-cold", ours_argv, tmp, threads=args.threads, cache_dir=cache))
@@ -341,8 +358,10 @@ def _race(args) -> dict:
         peer = None
         try:
             ours_info = ours.expect("READY")
-            if versus:
-                peer = _Worker("unrolled", _ours_argv(args.config, args.batch, args.compiler_options, "unroll"), tmp,
+            if versus:  # our step unrolled, or without rematerialisation, or without donation
+                other = {"unrolled": {"scan": "unroll"}, "no-remat": {"remat": False},
+                         "no-donate": {"donate": "off"}}[args.versus]
+                peer = _Worker(args.versus, _ours_argv(args.config, args.batch, args, **other), tmp,
                                threads=args.threads, cache_dir=cache)
             else:
                 spec = _peer_spec(args.config, args.batch, tmp / "batch.npy", args.threads)
@@ -363,7 +382,7 @@ def _race(args) -> dict:
             if peer is not None:
                 peer.close()
     o, p = _summary(wins["ours"]), _summary(wins["peer"])
-    side = ({"side": "nvae_jax, scan_groups=unroll"} if versus else
+    side = ({"side": f"nvae_jax, {args.versus}"} if versus else
             {"src": str(src), "python": args.peer_python, "precision": "fp32",
              "optimizer": "torch.optim.Adamax(eps=1e-3)"})
     return {**o, **ours_info, **ours_done, **cold, "cache": args.cache, "versus": args.versus,
@@ -384,9 +403,10 @@ def _depth(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_nvae_") as d:
         for config, batch, scan in runs:
             info, done = _compile_only(_Worker(f"{config}-{scan}",
-                                               _ours_argv(config, batch, args.compiler_options, scan),
+                                               _ours_argv(config, batch, args, scan=scan),
                                                pathlib.Path(d), threads=args.threads))
-            rows.append({"config": config, "batch": batch, "scan_groups": scan, "build_s": info["build_s"],
+            rows.append({"config": config, "batch": batch, "scan_groups": scan, "remat_groups": args.remat_groups,
+                         "donate": args.donate, "build_s": info["build_s"],
                          "compile_s": info["compile_s"], "peak_rss_mb": done["peak_rss_mb"],
                          "loadavg": [round(x, 2) for x in os.getloadavg()]})
             print(json.dumps(rows[-1]), flush=True)
@@ -420,8 +440,13 @@ def main():
     ap.add_argument("--scan-groups", default="auto", choices=["auto", "scan", "unroll"],
                     help="Config.scan_groups of our step: auto (the default config: scan on GPU/TPU, unroll on CPU), "
                          "scan (lax.scan over the stacked groups) or unroll (a Python loop over them)")
-    ap.add_argument("--versus", default="peer", choices=["peer", "unrolled"],
-                    help="the second side of the race: the official code (--peer-src) or our unrolled step")
+    ap.add_argument("--versus", default="peer", choices=["peer", "unrolled", "no-remat", "no-donate"],
+                    help="the second side of the race: the official code (--peer-src), our unrolled step, our "
+                         "step without --remat-groups, or our step without donating its state")
+    ap.add_argument("--donate", default="auto", choices=["auto", "on", "off"],
+                    help="our step donates its state: auto (shared.workarounds.donate_state_argnums), on or off")
+    ap.add_argument("--remat-groups", action="store_true",
+                    help="Config.remat_groups of our step: each latent group under jax.checkpoint")
     ap.add_argument("--depth", action="store_true",
                     help="compile time and peak RSS of tiny_mnist and mnist at --batch, scanned and unrolled")
     ap.add_argument("--depth-large", nargs="*", default=[], choices=["cifar10", "celeba64"],
@@ -436,19 +461,20 @@ def main():
     if not 0 <= args.threads <= len(os.sched_getaffinity(0)):
         ap.error(f"--threads must be in [0, {len(os.sched_getaffinity(0))}], got {args.threads}")
     if args.worker:
-        _serve_ours(args.config, args.batch, args.compiler_options, args.scan_groups)
+        _serve_ours(args)
         return
     rec = {"bench": "nvae", "config": args.config, "batch": args.batch, "steps": args.steps,
            "repeats": args.repeats, "threads": args.threads or "default", "compiler_options": args.compiler_options,
-           "scan_groups": args.scan_groups,
+           "scan_groups": args.scan_groups, "remat_groups": args.remat_groups, "donate": args.donate,
            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
     if args.depth:
         rec.update(_depth(args))
-    elif args.peer_src or args.versus == "unrolled":
+    elif args.peer_src or args.versus != "peer":
         rec.update(_race(args))
     else:
         _use_compiler_options(args.compiler_options)
-        ours = _Ours(args.config, args.batch, args.scan_groups)
+        _use_donation(args.donate)
+        ours = _Ours(args.config, args.batch, args.scan_groups, args.remat_groups)
         windows = [ours.window(args.steps) for _ in range(args.repeats)]
         rec.update({**_summary(windows), **ours.info,
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -459,7 +485,7 @@ def main():
         print(f"compile mnist / tiny_mnist: scanned {rec['ratio_compile_mnist_over_tiny_scanned']:.2f}x, "
               f"unrolled {rec['ratio_compile_mnist_over_tiny_unrolled']:.2f}x")
     elif "peer" in rec:
-        other = "unrolled" if rec["versus"] == "unrolled" else "peer"
+        other = rec["versus"]
         print(f"{other}/ours step time: {rec['ratio_time_peer_over_ours']:.2f}x "
               f"(ours {rec['step_s_median']:.3f} s, peer {rec['peer']['step_s_median']:.3f} s); "
               f"ours/peer peak RSS: {rec['ratio_rss_ours_over_peer']:.2f} "

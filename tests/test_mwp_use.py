@@ -7,6 +7,9 @@ import pytest
 from tests.test_mwp_experiments import HF_TINY, _write_fixture_data
 from tests.test_shared_use import _snapshot, kexue
 
+# one xdist worker runs this module, so its costly module-scoped fixtures are built once (`--dist loadgroup`)
+pytestmark = pytest.mark.xdist_group("test_mwp_use")
+
 APE = ["--config.checkpoint_dir", str(HF_TINY), "--config.epochs", "1", "--config.batch_size", "8",
        "--config.max_source", "40", "--config.max_target", "16", "--config.eval_batch_size", "8",
        "--config.beams", "1", "2", "--config.log_every", "1", "--config.checkpoint_every", "0",

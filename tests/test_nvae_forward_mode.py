@@ -17,6 +17,9 @@ from nvae_jax.train import nvae_loss
 from shared import workarounds
 from shared.transforms import gradient_norm_penalty
 
+# one xdist worker runs this module, so its costly module-scoped fixtures are built once (`--dist loadgroup`)
+pytestmark = pytest.mark.xdist_group("test_nvae_forward_mode")
+
 # no spectral / BN penalty and β = 1 (KL balancing off): what is left has no stop_gradient, so the
 # autodiff Hessian is the Hessian of the function that finite differences see
 HVP_CFG = dataclasses.replace(configs.DIGITS, num_nf=1, weight_decay_norm=0.0)

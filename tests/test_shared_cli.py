@@ -18,6 +18,9 @@ from shared.checkpoint import Checkpointer, abstract_like
 from shared.configs import DigitsMLPConfig
 from shared.overrides import apply_overrides
 
+# one xdist worker runs this module, so its costly module-scoped fixtures are built once (`--dist loadgroup`)
+pytestmark = pytest.mark.xdist_group("test_shared_cli")
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL = ["--config.num_steps", "240", "--config.checkpoint_every", "40", "--config.log_every", "20",
          "--config.hidden", "64", "64"]

@@ -10,6 +10,9 @@ import sys
 import numpy as np
 import pytest
 
+# one xdist worker runs this module, so its costly module-scoped fixtures are built once (`--dist loadgroup`)
+pytestmark = pytest.mark.xdist_group("test_shared_use")
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MWP = ["--config.num_steps", "20", "--config.log_every", "10", "--config.train_size", "120", "--config.valid_size",
        "8", "--config.test_size", "8", "--config.beams", "1", "2", "--config.hidden", "32", "--config.layers", "1"]

@@ -8,6 +8,9 @@ from spaces.data import document_clauses, write_cail2020
 from spaces.synthetic import synthetic_documents
 from tests.test_shared_use import _snapshot, kexue
 
+# one xdist worker runs this module, so its costly module-scoped fixtures are built once (`--dist loadgroup`)
+pytestmark = pytest.mark.xdist_group("test_spaces_use")
+
 SMALL = ["--config.n_train", "10", "--config.n_test", "4", "--config.folds", "2", "--config.clause_len", "8",
          "--config.extractor_steps", "3", "--config.extractor_batch", "4", "--config.extractor_dim", "16",
          "--config.max_source", "40", "--config.max_target", "30", "--config.generator_steps", "6",
