@@ -18,7 +18,9 @@ import pathlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec
 from orbax.checkpoint import checkpoint_managers
 
 from shared.overrides import ConfigError
@@ -57,6 +59,16 @@ class Restored:
 def abstract_like(state: Any, shardings: Any) -> Any:
     """ShapeDtypeStructs carrying the target shardings, to restore a state onto the current mesh."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+
+def replicated_globally(tree: Any) -> Any:
+    """`tree`'s arrays as global arrays replicated over every process's devices, so that a multi-process run
+    can save a state each process computed whole by itself (outside a sharded step: Orbax refuses host-local
+    arrays there); `tree` unchanged in a single process."""
+    if jax.process_count() == 1:
+        return tree
+    sharding = NamedSharding(jax.make_mesh((jax.device_count(),), ("all",)), PartitionSpec())
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
 class Checkpointer:

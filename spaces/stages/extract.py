@@ -207,9 +207,13 @@ def run_extractor(corpus: Corpus, config: PipelineConfig, ctx: RunContext | None
         graphdef, state, history = train_extractor(config, inputs[:n_tr], mask[:n_tr], labels[:n_tr], folds, ctx,
                                                    vocab_size=vocab_size)
         if ctx is not None:
+            from shared.checkpoint import replicated_globally
+
             checkpointer = _checkpointer(ctx.checkpoint_dir / EXTRACTOR_DIR)
             try:
-                checkpointer.save(config.extractor_steps, state, data_state={"history": history}, config=config)
+                # every process trained all k folds itself: saved as one replicated global state
+                checkpointer.save(config.extractor_steps, replicated_globally(state), data_state={"history": history},
+                                  config=config)
             finally:
                 checkpointer.close()
     probs = fold_probabilities(graphdef, state, inputs, mask)  # [k, D, N]
