@@ -18,7 +18,7 @@ def test_full_config_grid_and_resnet18_shapes():
     assert out.shape == (2, 10)
 
 
-@pytest.mark.slow  # ~30-60 s on the shared 2-core CPU (ResNet-8 compile)
+@pytest.mark.slow  # compiles a ResNet-8 (duration: benchmarks/RESULTS.md, flooding and weissi)
 def test_a_few_steps_on_mock_cifar(tmp_path):
     import tensorflow_datasets as tfds
 
