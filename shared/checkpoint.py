@@ -20,11 +20,11 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.sharding import NamedSharding, PartitionSpec
 from orbax.checkpoint import checkpoint_managers
 
 from shared.overrides import ConfigError
 from shared.report import to_jsonable
+from shared.train import make_mesh, replicated
 
 log = logging.getLogger(__name__)
 # Orbax's messages when a checkpoint holds another parameter tree or other shapes than the target
@@ -67,7 +67,7 @@ def replicated_globally(tree: Any) -> Any:
     arrays there); `tree` unchanged in a single process."""
     if jax.process_count() == 1:
         return tree
-    sharding = NamedSharding(jax.make_mesh((jax.device_count(),), ("all",)), PartitionSpec())
+    sharding = replicated(make_mesh())
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
