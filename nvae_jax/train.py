@@ -7,7 +7,7 @@ linear to 1 over `kl_anneal_portion`; w are the KL-balancing coefficients (share
 λ = `weight_decay_norm`, or annealed from `weight_decay_norm_init` with β (`spectral_coeff`); σ_max by
 power iteration with persistent vectors (`spectral_penalty`, every conv, in a few zero-padded batches);
 Adamax(0.9, 0.999, eps 1e-3) with L2 3e-4 added to the gradient and the lr schedule of `lr_schedule`,
-on the flattened parameters. CIFAR-10 and CelebA-64 batches are flipped left-right at random
+with its small leaves flattened into one vector. CIFAR-10 and CelebA-64 batches are flipped left-right at random
 (`random_flip`, as the official training transforms). Reference: Vahdat & Kautz 2020, arXiv 2007.03898.
 
 β is a pure function of the step counter: the jitted step computes β(state.step) and hands it to the
@@ -37,6 +37,7 @@ from shared import hvae, workarounds
 from shared.data import ArraySource
 from shared.experiment import RunContext
 from shared.trainer import Loop, Trainer
+from shared.transforms import flatten_small_leaves
 
 __all__ = ["bn_penalty", "padded_buckets", "spectral_penalty", "spectral_coeff", "lr_schedule",
            "make_optimizer", "nvae_loss", "make_trainer", "build_step", "fit"]
@@ -125,6 +126,10 @@ def _zero_pad(x: jax.Array, *target: int) -> jax.Array:
     return jnp.pad(x, [(0, t - d) for t, d in zip(target, x.shape)])
 
 
+# convs with at least this many weights (a stacked conv counted whole) skip `spectral_penalty`'s buckets
+SPECTRAL_ALONE_MIN_SIZE = 1 << 20
+
+
 def spectral_penalty(model: nnx.Module, num_iter: int) -> jax.Array:
     """Σ over all convs of σ_max(W reshaped [C_out, k·k·C_in/g]); updates the persistent u, v.
 
@@ -134,16 +139,20 @@ def spectral_penalty(model: nnx.Module, num_iter: int) -> jax.Array:
     and columns change no singular value and keep the padded entries of u and v at zero, so every
     conv gets exactly its own σ, u and v, while the step has a few batched power iterations instead of
     one per distinct shape, so far fewer compiled kernels (`benchmarks/bench_nvae.py`; figures in
-    benchmarks/RESULTS.md, nvae_jax item 10).
+    benchmarks/RESULTS.md, nvae_jax item 10). A conv of at least `SPECTRAL_ALONE_MIN_SIZE` weights runs
+    its own iteration on its kernel as it is, since a bucket would copy it.
     """
     convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, WNConv)]
     # a conv stored stacked (`shared.layer_scan`, sn_u [n, C_out]) is n matrices of one shape, so one bucket
     counts = [m.sn_u.size // m.sn_u.shape[-1] for m in convs]
     shapes = [(m.sn_u.shape[-1], m.sn_v.shape[-1]) for m in convs]
-    matrices = [i for i, n in enumerate(counts) for _ in range(n)]  # the conv of each matrix
+    # a large conv runs its own (stacked) power iteration on its kernel as it is: copying it into a padded
+    # bucket would add a temporary of its size to the step
+    alone = [i for i, n in enumerate(counts) if n * shapes[i][0] * shapes[i][1] >= SPECTRAL_ALONE_MIN_SIZE]
+    matrices = [i for i, n in enumerate(counts) if i not in alone for _ in range(n)]  # the conv of each matrix
+    buckets = [list(dict.fromkeys(matrices[k] for k in idx)) for idx in padded_buckets([shapes[i] for i in matrices])]
     tot = jnp.float32(0.0)
-    for idx in padded_buckets([shapes[i] for i in matrices]):
-        members = list(dict.fromkeys(matrices[i] for i in idx))
+    for members in buckets + [[i] for i in alone]:
         rows, cols = max(shapes[i][0] for i in members), max(shapes[i][1] for i in members)
         # W [C_out, k·k·C_in/g] is the transpose of the HWIO kernel reshaped (a free bitcast) to
         # [k·k·C_in/g, C_out]: stack those and let the batched matvecs contract the other axis
@@ -166,14 +175,14 @@ def spectral_penalty(model: nnx.Module, num_iter: int) -> jax.Array:
 def make_optimizer(cfg: Config, total_steps: int, warmup_steps: int) -> optax.GradientTransformation:
     """Adamax(0.9, 0.999, eps 1e-3) with L2 `weight_decay` added to the gradient; the lr of `lr_schedule`.
 
-    Wrapped in `optax.flatten`: the optimiser works on one raveled vector, so its state is two flat
-    arrays instead of two per parameter leaf, which removes many small kernels from the compiled step:
-    faster to compile and to run on CPU (`benchmarks/bench_nvae.py`; figures in benchmarks/RESULTS.md,
-    nvae_jax item 11). Same maths.
+    Wrapped in `shared.transforms.flatten_small_leaves`: the hundreds of small leaves are updated as one
+    raveled vector (few kernels: faster to compile and to run on CPU), the large ones in place (no
+    parameter-sized copies of the gradient and the update). Same maths.
     """
     sched = lr_schedule(cfg, total_steps, warmup_steps)
-    return optax.flatten(optax.chain(optax.add_decayed_weights(cfg.weight_decay),
-                                     optax.scale_by_adamax(0.9, 0.999, 1e-3), optax.scale_by_learning_rate(sched)))
+    return flatten_small_leaves(optax.chain(optax.add_decayed_weights(cfg.weight_decay),
+                                            optax.scale_by_adamax(0.9, 0.999, 1e-3),
+                                            optax.scale_by_learning_rate(sched)))
 
 
 def nvae_loss(model: NVAE, batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict[str, Any]]:

@@ -106,7 +106,7 @@ MUTANTS = (
     Mutant("step_key_not_folded_with_step", "shared/train.py",
            "rng = jax.random.fold_in(state.rng, state.step)", "rng = state.rng", TRAIN_TESTS),
     Mutant("step_update_norm_is_grad_norm", "shared/train.py",
-           '"update_norm": global_norm(updates, concat_norms)', '"update_norm": global_norm(grads, concat_norms)',
+           'global_norm(updates, concat_norms))', 'global_norm(grads, concat_norms))',
            TRAIN_TESTS),
     # ---------------------------------------------------------------- mwp/expressions.py
     Mutant("expr_zero_division_unguarded", "mwp/expressions.py",

@@ -152,8 +152,9 @@ class Checkpointer:
             except ValueError as error:
                 if any(sign in str(error) for sign in MISMATCH_SIGNS):  # another model: older steps are too
                     raise CheckpointMismatch(
-                        f"the checkpoint {self.directory / str(candidate)} was written for another model or config "
-                        f"(its parameter tree or shapes differ: {str(error).strip().splitlines()[0][:200]}); "
+                        f"the checkpoint {self.directory / str(candidate)} was written for another model or config, "
+                        "or by an earlier layout of this code (its parameter tree or shapes differ: "
+                        f"{str(error).strip().splitlines()[0][:200]}); "
                         "train into a new directory, or --overwrite") from None
                 self._report_unreadable(candidate, error)
             except Exception as error:  # a damaged checkpoint must not end the run: try an older one

@@ -144,7 +144,8 @@ def make_step(loss_fn: LossFn, tx: optax.GradientTransformation,
     """The pure train step: gradient, optimiser update with `value=loss`, non-finite guard.
 
     If the loss or any gradient is not finite, params, optimiser and model state keep their old
-    values and `skipped` grows by one; the step counter always advances (so data and keys move on).
+    values (`update_norm` is 0) and `skipped` grows by one; the step counter always advances (so data
+    and keys move on).
     The step key is `fold_in(state.rng, state.step)`. The returned step is unjitted: jit it with
     `build_train_step`, or vmap it over seeds / hyper-parameters first.
 
@@ -158,24 +159,29 @@ def make_step(loss_fn: LossFn, tx: optax.GradientTransformation,
         rng = jax.random.fold_in(state.rng, state.step)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, rng)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
-        params = optax.apply_updates(state.params, updates)
         grad_norm = global_norm(grads, concat_norms)
         # the global norm is finite iff every gradient is (or their squares overflow: a blow-up too)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
-        def keep_if_finite(new, old):
-            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        def apply(params, opt_state, grads, new_model_state, old_model_state):
+            del old_model_state
+            updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+            return (optax.apply_updates(params, updates), opt_state, new_model_state,
+                    global_norm(updates, concat_norms))
 
-        new_state = state.replace(
-            step=state.step + 1,
-            params=keep_if_finite(params, state.params),
-            opt_state=keep_if_finite(opt_state, state.opt_state),
-            model_state=keep_if_finite(model_state, state.model_state),
-            skipped=state.skipped + (~finite).astype(jnp.int32))
+        def keep(params, opt_state, grads, new_model_state, old_model_state):
+            del grads, new_model_state
+            return params, opt_state, old_model_state, jnp.zeros((), jnp.float32)
+
+        # a cond, not a select of new and old values: the skipped branch computes nothing, and the update
+        # can write into the donated buffers instead of keeping old and new state alive until a select
+        params, opt_state, model_state, update_norm = jax.lax.cond(
+            finite, apply, keep, state.params, state.opt_state, grads, model_state, state.model_state)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  model_state=model_state, skipped=state.skipped + (~finite).astype(jnp.int32))
         metrics = {**metrics, "loss": loss, "grad_norm": grad_norm,
                    "param_norm": global_norm(state.params, concat_norms),
-                   "update_norm": global_norm(updates, concat_norms), "skipped": new_state.skipped}
+                   "update_norm": update_norm, "skipped": new_state.skipped}
         return new_state, metrics
 
     return step

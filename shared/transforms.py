@@ -1,4 +1,4 @@
-"""Optax-compatible regularisers: flooding, the gradient-norm penalty and WEISSI.
+"""Optax-compatible regularisers (flooding, the gradient-norm penalty, WEISSI) and a flattening wrapper.
 
 - `flood`, `iflood`: the flooded objectives |L − b| + b (Ishida et al. 2020; iFlood, Xie et al. 2022).
 - `flooding(b)`: the same as a `GradientTransformationExtraArgs` reading the loss from `value=`.
@@ -6,6 +6,7 @@
   product (kexue post of 2020-07-31: flooding's descent/ascent pair approximates this).
 - `weissi_penalty`, `add_decoupled_weissi`: the weight-scale-shift-invariant regulariser (Liu et al.
   2020) in the loss, and decoupled like `optax.add_decayed_weights`.
+- `flatten_small_leaves(inner, max_leaf_size)`: `optax.flatten` for the small leaves only.
 For SAM use `optax.contrib.sam`; for weight decay `optax.add_decayed_weights`.
 """
 
@@ -29,6 +30,7 @@ __all__ = [
     "weissi_penalty",
     "add_decoupled_weissi",
     "default_weissi_mask",
+    "flatten_small_leaves",
 ]
 
 
@@ -194,3 +196,48 @@ def add_decoupled_weissi(weight: float | jax.Array, mask: Any = None) -> optax.G
 
     inner = optax.GradientTransformationExtraArgs(init_fn, update_fn)
     return optax.masked(inner, default_weissi_mask if mask is None else mask)
+
+
+def flatten_small_leaves(inner: optax.GradientTransformation,
+                         max_leaf_size: int = 65_536) -> optax.GradientTransformationExtraArgs:
+    """Run an elementwise `inner` on (one vector of all leaves of ≤ `max_leaf_size` elements, the larger leaves).
+
+    `optax.flatten` ravels every leaf into one vector, which turns a model's hundreds of small leaves
+    (biases, norms, gains) into one kernel per operation, but also copies every gradient into a fresh
+    parameter-sized vector and back each step. Here only the small leaves are raveled (their copy is
+    cheap); the large ones, which hold almost all the bytes, are updated as they are. `inner` sees the
+    pytree `(flat_small, (large_0, large_1, ...))` in the leaf order of the parameters, so it must not
+    depend on the tree's structure (Adam, Adamax, SGD, weight decay, lr scaling; not a mask).
+
+    Args:
+      inner: the transformation to run on the split view.
+      max_leaf_size: leaves with at most this many elements go into the flat vector.
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def split(tree: Any) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        leaves = jax.tree.leaves(tree)
+        small = [jnp.ravel(x) for x in leaves if x.size <= max_leaf_size]
+        flat = jnp.concatenate(small) if small else jnp.zeros((0,), jnp.float32)
+        return flat, tuple(x for x in leaves if x.size > max_leaf_size)
+
+    def merge(like: Any, view: tuple[jax.Array, tuple[jax.Array, ...]]) -> Any:
+        flat, large = view
+        leaves, treedef = jax.tree.flatten(like)
+        merged, start, next_large = [], 0, iter(large)
+        for x in leaves:
+            if x.size <= max_leaf_size:
+                merged.append(flat[start:start + x.size].reshape(x.shape).astype(x.dtype))
+                start += x.size
+            else:
+                merged.append(next(next_large))
+        return jax.tree.unflatten(treedef, merged)
+
+    def init(params: Any) -> optax.OptState:
+        return inner.init(split(params))
+
+    def update(updates: Any, state: optax.OptState, params: Any = None, **extra_args: Any) -> tuple[Any, Any]:
+        new, state = inner.update(split(updates), state, None if params is None else split(params), **extra_args)
+        return merge(updates, new), state
+
+    return optax.GradientTransformationExtraArgs(init, update)

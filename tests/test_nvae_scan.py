@@ -193,6 +193,21 @@ def test_a_checkpoint_of_the_unrolled_model_resumes_scanned(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_a_checkpoint_of_the_fully_flattened_optimiser_is_refused_with_a_clear_message(tmp_path, monkeypatch):
+    """Before `flatten_small_leaves`, the Adamax state was one raveled vector per moment (`optax.flatten`): such a
+    checkpoint cannot resume the current layout and is refused by name, not skipped as damaged."""
+    import optax
+
+    from shared.checkpoint import CheckpointMismatch
+
+    cfg = dataclasses.replace(SMALL, batch_size=8)
+    x = (np.random.default_rng(0).random((16, 8, 8, 1)) > 0.5).astype(np.float32)
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "flatten_small_leaves", optax.flatten)
+        train.fit(cfg, x, 1, checkpoint_dir=tmp_path, log_every=1)
+    with pytest.raises(CheckpointMismatch, match="earlier layout of this code"):
+        train.fit(cfg, x, 2, checkpoint_dir=tmp_path, resume=True, log_every=1)
+
 def test_eval_mode_groups_run_inside_an_inner_transform():
     """Eval-mode BN assigns nothing, so nothing is written back: the IW bound maps log-weights over samples
     with `lax.map` around a model merged outside it."""

@@ -124,9 +124,11 @@ def test_padded_buckets_cover_every_matrix_once_within_the_padding_budget(shapes
         train.padded_buckets(shapes, max_padding=0.5)
 
 
-def test_bucketed_power_iteration_equals_each_convs_own():
+@pytest.mark.parametrize("alone_min_size", [None, 300])
+def test_bucketed_power_iteration_equals_each_convs_own(alone_min_size, monkeypatch):
     """Zero padding in a bucket changes nothing: σ, u and v per conv equal its unpadded power iteration,
-    for the convs stored stacked (the latent groups of a scale, sn_u [n, C_out]) layer by layer too."""
+    for the convs stored stacked (the latent groups of a scale, sn_u [n, C_out]) layer by layer too; also
+    when the larger convs (here ≥ 300 weights) run their own iteration outside the buckets."""
     from nvae_jax.layers import power_iteration
 
     model = NVAE(dataclasses.replace(DIGITS, num_channels=4, num_groups_per_scale=3), rngs=nnx.Rngs(0))
@@ -134,6 +136,10 @@ def test_bucketed_power_iteration_equals_each_convs_own():
     assert any(c.sn_u.ndim == 2 and c.sn_u.shape[0] == 3 for c in convs)  # stacked convs are among them
     shapes = [(c.sn_u.shape[-1], c.sn_v.shape[-1]) for c in convs]
     assert len(train.padded_buckets(shapes)) < len(set(shapes))  # some buckets really mix shapes
+    if alone_min_size is not None:
+        monkeypatch.setattr(train, "SPECTRAL_ALONE_MIN_SIZE", alone_min_size)
+        sizes = [c.v.size for c in convs]
+        assert 0 < sum(n >= alone_min_size for n in sizes) < len(sizes) - 1  # some alone, some bucketed
 
     @jax.jit  # one program: eagerly, every conv's iteration dispatched (and compiled) its own ops
     def expected_and_penalised(state):

@@ -275,3 +275,37 @@ def test_step_skips_a_non_finite_gradient_even_when_the_loss_is_finite():
     assert int(new.skipped) == 1 and int(new.step) == 1
     chex.assert_trees_all_equal(new.params, state.params)
     chex.assert_trees_all_equal(new.opt_state, state.opt_state)
+
+
+def _counting_sqrt_loss(params, model_state, batch, rng):
+    """√w₀ + ‖w‖²: at w₀ = 0 a finite loss with an infinite gradient. The model state counts calls."""
+    return jnp.sqrt(params["w"][0]) + jnp.sum(params["w"] ** 2), ({"calls": model_state["calls"] + 1}, {})
+
+
+def test_skipped_step_keeps_the_model_state_and_reports_a_zero_update():
+    """A skipped step keeps the *old* model state (not the one the loss returned) and reports
+    update_norm 0; the next finite step takes the new model state and a non-zero update."""
+    tx = optax.adam(0.1)
+    state = _plain_state({"w": jnp.array([0.0, 1.0])}, tx).replace(model_state={"calls": jnp.zeros((), jnp.int32)})
+    step = jax.jit(train.make_step(_counting_sqrt_loss, tx))
+    new, m = step(state, None)
+    assert int(new.skipped) == 1 and int(new.model_state["calls"]) == 0 and float(m["update_norm"]) == 0.0
+    good = new.replace(params={"w": jnp.array([1.0, 1.0])})
+    after, m = step(good, None)
+    assert int(after.skipped) == 1 and int(after.model_state["calls"]) == 1 and float(m["update_norm"]) > 0
+
+
+def test_vmapped_step_guards_each_member_on_its_own():
+    """vmap over two states, one at w₀ = 0 (infinite gradient) and one at w₀ = 1: only the first is
+    skipped; the second moves exactly as when it is stepped alone."""
+    tx = optax.adam(0.1)
+    states = [_plain_state({"w": jnp.array([w0, 1.0])}, tx).replace(model_state={"calls": jnp.zeros((), jnp.int32)})
+              for w0 in (0.0, 1.0)]
+    step = train.make_step(_counting_sqrt_loss, tx)
+    batched, m = jax.jit(jax.vmap(step, in_axes=(0, None)))(jax.tree.map(lambda *x: jnp.stack(x), *states), None)
+    np.testing.assert_array_equal(batched.skipped, [1, 0])
+    np.testing.assert_array_equal(batched.model_state["calls"], [0, 1])
+    np.testing.assert_array_equal(batched.params["w"][0], states[0].params["w"])
+    alone, m_alone = jax.jit(step)(states[1], None)
+    np.testing.assert_allclose(batched.params["w"][1], alone.params["w"], rtol=1e-6)
+    np.testing.assert_allclose(m["update_norm"], [0.0, float(m_alone["update_norm"])], rtol=1e-6)
