@@ -207,7 +207,9 @@ def flatten_small_leaves(inner: optax.GradientTransformation,
     parameter-sized vector and back each step. Here only the small leaves are raveled (their copy is
     cheap); the large ones, which hold almost all the bytes, are updated as they are. `inner` sees the
     pytree `(flat_small, (large_0, large_1, ...))` in the leaf order of the parameters, so it must not
-    depend on the tree's structure (Adam, Adamax, SGD, weight decay, lr scaling; not a mask).
+    depend on the tree's structure (Adam, Adamax, SGD, weight decay, lr scaling; not a mask). Under FSDP
+    the large leaves keep their shardings (`optax.flatten` would gather every leaf into its vector); take
+    `max_leaf_size` below `shared.train.state_sharding`'s `min_size` to keep every sharded leaf out of it.
 
     Args:
       inner: the transformation to run on the split view.
