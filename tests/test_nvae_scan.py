@@ -200,11 +200,16 @@ def test_a_checkpoint_of_the_fully_flattened_optimiser_is_refused_with_a_clear_m
 
     from shared.checkpoint import CheckpointMismatch
 
+    from shared.checkpoint import Checkpointer
+
     cfg = dataclasses.replace(SMALL, batch_size=8)
     x = (np.random.default_rng(0).random((16, 8, 8, 1)) > 0.5).astype(np.float32)
-    with monkeypatch.context() as patch:
+    with monkeypatch.context() as patch:  # the state an earlier run saved (no step needs compiling for it)
         patch.setattr(train, "flatten_small_leaves", optax.flatten)
-        train.fit(cfg, x, 1, checkpoint_dir=tmp_path, log_every=1)
+        old = train.make_trainer(cfg, 2).state
+    checkpointer = Checkpointer(tmp_path)
+    checkpointer.save(1, old, config=cfg)
+    checkpointer.close()
     with pytest.raises(CheckpointMismatch, match="earlier layout of this code"):
         train.fit(cfg, x, 2, checkpoint_dir=tmp_path, resume=True, log_every=1)
 

@@ -213,6 +213,9 @@ TRANSFORMS = {
     ),
     "flooding+add_decoupled_weissi+sgd": lambda: optax.chain(transforms.flooding(0.3),
                                                              transforms.add_decoupled_weissi(1e-2), optax.sgd(0.1)),
+    # b1 (8) and w2 (24) raveled together, w1 (32) updated as it is
+    "flatten_small_leaves+flooding+adam": lambda: transforms.flatten_small_leaves(
+        optax.chain(transforms.flooding(0.3), optax.adam(1e-2)), max_leaf_size=24),
 }
 
 
