@@ -198,9 +198,7 @@ def test_a_checkpoint_of_the_fully_flattened_optimiser_is_refused_with_a_clear_m
     checkpoint cannot resume the current layout and is refused by name, not skipped as damaged."""
     import optax
 
-    from shared.checkpoint import CheckpointMismatch
-
-    from shared.checkpoint import Checkpointer
+    from shared.checkpoint import Checkpointer, CheckpointMismatch
 
     cfg = dataclasses.replace(SMALL, batch_size=8)
     x = (np.random.default_rng(0).random((16, 8, 8, 1)) > 0.5).astype(np.float32)
