@@ -35,7 +35,7 @@ GPU/TPU, unroll on CPU); `--versus unrolled --scan-groups scan` races the scanne
 `--depth` reports compile time and peak RSS of `tiny_mnist` and `mnist` at `--batch`, scanned and unrolled,
 each in its own worker, one at a time (`--depth-large cifar10 celeba64`: those too, scanned, at batch 1).
 
-CPU run-time patches for the official code (its files are never edited): `scripts/nvae_official_cpu.py`
+CPU run-time patches for the official code (its files are never edited): `scripts/nvae_official_patches.py`
 (a `tensorboardX` stub, `.cuda()` as identity, the fused sync-BN+Swish layer as `nn.BatchNorm2d` + SiLU,
 `neural_operations.SYNC_BN = False`), shared with `scripts/make_nvae_parity_fixture.py`.
 """
@@ -67,12 +67,22 @@ PEER_DRIVER = r'''
 import json, resource, sys, time, types
 src, spec = sys.argv[1], json.loads(sys.argv[2])
 sys.path.insert(0, spec["patches_dir"])
-import nvae_official_cpu  # scripts/nvae_official_cpu.py: the CPU patches, shared with the parity fixture script
-official_model, utils, _ = nvae_official_cpu.patch(src)
-AutoEncoder, _NoWriter = official_model.AutoEncoder, nvae_official_cpu.NoWriter
-
+import nvae_official_patches  # scripts/nvae_official_patches.py, shared with the parity fixture script
 import numpy as np
 import torch
+
+device = spec["device"]
+if device == "auto":
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+if device == "cuda":  # the official code as train.py runs it, one process of a world of one
+    official_model, utils, _ = nvae_official_patches.patch_cuda(src, spec["rendezvous"])
+    from thirdparty.adamax import Adamax as FastAdamax  # the official MNIST command's --fast_adamax
+else:
+    official_model, utils, _ = nvae_official_patches.patch(src)
+AutoEncoder, _NoWriter = official_model.AutoEncoder, nvae_official_patches.NoWriter
+amp = spec["precision"] == "amp"
+if amp and device != "cuda":
+    raise SystemExit("peer: --peer-precision amp needs a GPU (train.py's autocast + GradScaler are CUDA's)")
 
 def say(kind, obj):
     sys.stdout.write("@@NVAE_BENCH " + kind + " " + json.dumps(obj) + "\n"); sys.stdout.flush()
@@ -82,43 +92,49 @@ if spec["threads"] > 0:
 torch.manual_seed(spec["seed"]); np.random.seed(spec["seed"])
 t0 = time.perf_counter()
 args = types.SimpleNamespace(**spec["args"])
-model = AutoEncoder(args, _NoWriter(), utils.get_arch_cells(args.arch_instance))
+model = AutoEncoder(args, _NoWriter(), utils.get_arch_cells(args.arch_instance)).to(device)
 model.train()
-opt = torch.optim.Adamax(model.parameters(), args.learning_rate, weight_decay=args.weight_decay, eps=1e-3)
+adamax = FastAdamax if device == "cuda" else torch.optim.Adamax
+opt = adamax(model.parameters(), args.learning_rate, weight_decay=args.weight_decay, eps=1e-3)
+scaler = torch.amp.GradScaler("cuda", 2 ** 10) if amp else None  # train.py: GradScaler(2**10)
 alpha_i = utils.kl_balancer_coeff(num_scales=model.num_latent_scales, groups_per_scale=model.groups_per_scale,
                                   fun="square")
-x = torch.from_numpy(np.load(spec["batch"])).permute(0, 3, 1, 2).contiguous()  # [B,H,W,C] -> [B,C,H,W]
+x = torch.from_numpy(np.load(spec["batch"])).permute(0, 3, 1, 2).contiguous().to(device)  # [B,H,W,C] -> [B,C,H,W]
 total, warm_iters = spec["total_steps"], spec["warmup_iters"]
 gstep = 0
 
 def train_step():
-    # as NVAE train.py `train`, fp32 (no autocast / GradScaler), one process
+    # as NVAE train.py `train`, one process: fp32, or AMP (autocast fp16 + GradScaler) with --peer-precision amp
     global gstep
     if gstep < warm_iters:
         for g in opt.param_groups:
             g["lr"] = args.learning_rate * float(gstep) / warm_iters
     opt.zero_grad()
-    logits, log_q, log_p, kl_all, kl_diag = model(x)
-    output = model.decoder_output(logits)
-    kl_coeff = utils.kl_coeff(gstep, args.kl_anneal_portion * total, args.kl_const_portion * total,
-                              args.kl_const_coeff)
-    recon_loss = utils.reconstruction_loss(output, x, crop=model.crop_output)
-    balanced_kl, _, _ = utils.kl_balancer(kl_all, kl_coeff, kl_balance=True, alpha_i=alpha_i)
-    loss = torch.mean(recon_loss + balanced_kl)
-    norm_loss = model.spectral_norm_parallel()
-    bn_loss = model.batchnorm_loss()
-    loss = loss + norm_loss * args.weight_decay_norm + bn_loss * args.weight_decay_norm
-    loss.backward()
-    opt.step()
+    with torch.autocast(device, dtype=torch.float16, enabled=amp):
+        logits, log_q, log_p, kl_all, kl_diag = model(x)
+        output = model.decoder_output(logits)
+        kl_coeff = utils.kl_coeff(gstep, args.kl_anneal_portion * total, args.kl_const_portion * total,
+                                  args.kl_const_coeff)
+        recon_loss = utils.reconstruction_loss(output, x, crop=model.crop_output)
+        balanced_kl, _, _ = utils.kl_balancer(kl_all, kl_coeff, kl_balance=True, alpha_i=alpha_i)
+        loss = torch.mean(recon_loss + balanced_kl)
+        norm_loss = model.spectral_norm_parallel()
+        bn_loss = model.batchnorm_loss()
+        loss = loss + norm_loss * args.weight_decay_norm + bn_loss * args.weight_decay_norm
+    if amp:
+        scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+    else:
+        loss.backward(); opt.step()
     gstep += 1
-    return float(loss.detach())
+    return float(loss.detach())  # synchronises with the device
 
 build_s = time.perf_counter() - t0
 t0 = time.perf_counter()
 for _ in range(spec["warm_steps"]):
     loss = train_step()
 say("READY", {"build_s": build_s, "warmup_s": time.perf_counter() - t0, "loss": loss,
-              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
+              "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
               "params_m": sum(p.numel() for p in model.parameters()) / 1e6})
 for line in sys.stdin:
     cmd = line.split()
@@ -131,7 +147,12 @@ for line in sys.stdin:
         say("WINDOW", {"times": times, "loss": loss})
     elif cmd[0] == "quit":
         rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
-        say("DONE", {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_end_mb": rss})
+        done = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_end_mb": rss}
+        if device == "cuda":  # the caching allocator's peak of live tensors, and of what it held from CUDA
+            done.update(peak_device_mb=torch.cuda.max_memory_allocated() / 2 ** 20,
+                        peak_reserved_mb=torch.cuda.max_memory_reserved() / 2 ** 20,
+                        device_end_mb=torch.cuda.memory_allocated() / 2 ** 20)
+        say("DONE", done)
         break
 '''
 
@@ -139,12 +160,13 @@ for line in sys.stdin:
 CONFIGS = ("tiny_mnist", "mnist", "cifar10", "celeba64")
 
 
-def _config(name: str, batch: int, scan: str = "auto", remat: bool = False):
+def _config(name: str, batch: int, scan: str = "auto", remat: bool = False, precision: str = "fp32"):
     from nvae_jax import configs
 
     base = {"tiny_mnist": configs.TINY_MNIST, "mnist": configs.MNIST, "cifar10": configs.CIFAR10,
             "celeba64": configs.CELEBA64}[name]
-    return dataclasses.replace(base, batch_size=batch, scan_groups=scan, remat_groups=remat)
+    return dataclasses.replace(base, batch_size=batch, scan_groups=scan, remat_groups=remat,
+                               bf16=precision == "bf16")
 
 
 def _batch(name: str, batch: int) -> np.ndarray:
@@ -158,7 +180,7 @@ def _batch(name: str, batch: int) -> np.ndarray:
 class _Ours:
     """Our jitted step on one fixed batch: compile + warm-up at construction, `window(n)` -> step times."""
 
-    def __init__(self, config: str, batch: int, scan: str = "auto", remat: bool = False):
+    def __init__(self, config: str, batch: int, scan: str = "auto", remat: bool = False, precision: str = "fp32"):
         import jax
 
         from nvae_jax import train
@@ -166,7 +188,7 @@ class _Ours:
 
         self.jax = jax
         t = time.perf_counter()
-        _, self.state, self.step = train.build_step(_config(config, batch, scan, remat), TOTAL_STEPS)
+        _, self.state, self.step = train.build_step(_config(config, batch, scan, remat, precision), TOTAL_STEPS)
         self.build_s = time.perf_counter() - t
         self.batch = {"image": _batch(config, batch)}
         t = time.perf_counter()
@@ -178,7 +200,21 @@ class _Ours:
             self.state, m = self.step(self.state, self.batch)
         jax.block_until_ready((self.state, m))
         self.info = {"build_s": self.build_s, "compile_s": self.compile_s, "backend": jax.default_backend(),
-                     "device": str(jax.devices()[0])}
+                     "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
+                     "jax": jax.__version__, "precision": precision}
+
+    def device_memory(self) -> dict:
+        """Off CPU: the allocator's peak and current bytes in use (the peak includes compile-time autotuning
+        buffers), and the compiled step's own footprint (arguments + outputs + temporaries - donated), MiB."""
+        stats = self.jax.devices()[0].memory_stats() if self.info["backend"] != "cpu" else None
+        if not stats:
+            return {}
+        out = {"peak_device_mb": stats["peak_bytes_in_use"] / 2 ** 20, "device_end_mb": stats["bytes_in_use"] / 2 ** 20}
+        analysis = getattr(self.step, "memory_analysis", lambda: None)()
+        if analysis is not None:
+            out["step_device_mb"] = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+                                     + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes) / 2 ** 20
+        return out
 
     def window(self, n: int) -> list[float]:
         times = []
@@ -212,7 +248,7 @@ def _serve_ours(args) -> None:
     """Worker mode: the same line protocol as the peer driver (READY, then `window N` / `quit`)."""
     _use_compiler_options(args.compiler_options)
     _use_donation(args.donate)
-    ours = _Ours(args.config, args.batch, args.scan_groups, args.remat_groups)
+    ours = _Ours(args.config, args.batch, args.scan_groups, args.remat_groups, args.precision[0])
     _say("READY", ours.info)
     for line in sys.stdin:
         cmd = line.split()
@@ -220,7 +256,7 @@ def _serve_ours(args) -> None:
             _say("WINDOW", {"times": ours.window(int(cmd[1]))})
         elif cmd and cmd[0] == "quit":
             _say("DONE", {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                          "rss_end_mb": _current_rss_mb()})
+                          "rss_end_mb": _current_rss_mb(), **ours.device_memory()})
             break
 
 
@@ -240,6 +276,8 @@ class _Worker:
         self.err = self.err_path.open("w")
         env, pin = dict(os.environ), None
         env.pop("JAX_COMPILATION_CACHE_DIR", None)  # cold unless a cache is asked for
+        # on a GPU several workers share the device: each allocates as it goes instead of taking 75% up front
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         if cache_dir is not None:
             env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
         if threads > 0:  # pin to the first `threads` CPUs (XLA sizes its pool from the affinity mask)
@@ -280,8 +318,9 @@ class _Worker:
         self.err.close()
 
 
-def _peer_spec(config: str, batch: int, batch_file: pathlib.Path, threads: int = 0) -> dict:
-    """Official train.py arguments equal to our config (names as in its argparse)."""
+def _peer_spec(config: str, batch: int, batch_file: pathlib.Path, threads: int = 0, precision: str = "fp32",
+               device: str = "auto", rendezvous: pathlib.Path | None = None) -> dict:
+    """Official train.py arguments equal to our config (names as in its argparse), and the driver's settings."""
     cfg = _config(config, batch)
     if cfg.dataset != "mnist" or cfg.image_size != 32 or cfg.output != "bernoulli":
         raise ValueError(f"--peer-src: only the 32x32 Bernoulli MNIST configs are mapped, got {config!r}")
@@ -299,7 +338,8 @@ def _peer_spec(config: str, batch: int, batch_file: pathlib.Path, threads: int =
                 kl_const_portion=1e-4, kl_const_coeff=cfg.kl_min_coeff, batch_size=batch)
     warm = max(1, round(TOTAL_STEPS * cfg.warmup_epochs / max(cfg.epochs, 1)))
     return {"args": args, "seed": cfg.seed, "batch": str(batch_file), "total_steps": TOTAL_STEPS,
-            "warmup_iters": warm, "warm_steps": WARM_STEPS, "threads": threads,
+            "warmup_iters": warm, "warm_steps": WARM_STEPS, "threads": threads, "precision": precision,
+            "device": device, "rendezvous": str(rendezvous),
             "patches_dir": str(pathlib.Path(__file__).resolve().parent.parent / "scripts")}
 
 
@@ -311,13 +351,14 @@ def _summary(windows: list[list[float]]) -> dict:
 
 
 def _ours_argv(config: str, batch: int, args, scan: str | None = None, remat: bool | None = None,
-               donate: str | None = None) -> list[str]:
-    """A worker running our step with `args`' settings, `scan` / `remat` / `donate` changed where given."""
+               donate: str | None = None, precision: str | None = None) -> list[str]:
+    """A worker running our step with `args`' settings, `scan` / `remat` / `donate` / `precision` changed where
+    given."""
     remat = args.remat_groups if remat is None else remat
     return [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "--config", config,
             "--batch", str(batch), "--compiler-options", args.compiler_options,
             "--scan-groups", scan or args.scan_groups, "--donate", donate or args.donate,
-            *(["--remat-groups"] if remat else [])]
+            "--precision", precision or args.precision[0], *(["--remat-groups"] if remat else [])]
 
 
 def _compile_only(worker: _Worker) -> tuple[dict, dict]:
@@ -330,9 +371,22 @@ def _compile_only(worker: _Worker) -> tuple[dict, dict]:
         worker.close()
 
 
+def _pair_ratios(ours: dict, other: dict) -> dict:
+    """Step time other / ours (> 1: we are faster) and memory ours / other (< 1: we use less): peak and
+    end-of-run RSS, and where both sides ran on a GPU, peak and end-of-run device memory."""
+    out = {"time_other_over_ours": other["step_s_median"] / ours["step_s_median"],
+           "peak_rss_ours_over_other": ours["peak_rss_mb"] / other["peak_rss_mb"],
+           "rss_end_ours_over_other": ours["rss_end_mb"] / other["rss_end_mb"]}
+    if "peak_device_mb" in ours and "peak_device_mb" in other:
+        out["peak_device_ours_over_other"] = ours["peak_device_mb"] / other["peak_device_mb"]
+        out["device_end_ours_over_other"] = ours["device_end_mb"] / other["device_end_mb"]
+    return out
+
+
 def _race(args) -> dict:
-    """Interleaved windows of our worker and a second one: the official code (`--peer-src`) or, with
-    `--versus unrolled`, our same step with `scan_groups="unroll"`."""
+    """Interleaved windows of several long-lived workers: ours at each `--precision`, against the official code
+    (`--peer-src`) at each `--peer-precision` or, with `--versus`, our same step changed in one setting. Every
+    round runs one window of each side in turn, the order reversed every other round."""
     versus = args.versus != "peer"
     src = pathlib.Path(args.peer_src or ".")
     if not versus:
@@ -343,53 +397,57 @@ def _race(args) -> dict:
         if not pathlib.Path(args.peer_python).is_file():
             raise SystemExit(f"bench_nvae: --peer-python {args.peer_python} does not exist (needs torch, CPU is fine)")
     load_before = os.getloadavg()
+    workers: dict[str, _Worker] = {}
+    infos: dict[str, dict] = {}
+
+    def start(name: str, argv: list[str], **kw) -> None:  # one at a time: no start-up shares the cores
+        workers[name] = _Worker(name, argv, tmp, threads=args.threads, **kw)
+        infos[name] = workers[name].expect("READY")
+
     with tempfile.TemporaryDirectory(prefix="bench_nvae_") as d:
         tmp = pathlib.Path(d)
         np.save(tmp / "batch.npy", _batch(args.config, args.batch))
         (tmp / "peer_driver.py").write_text(PEER_DRIVER)
-        ours_argv = _ours_argv(args.config, args.batch, args)
         cache, cold = (tmp / "xla_cache" if args.cache == "warm" else None), {}
         if cache is not None:  # a first worker compiles into the cache (its numbers: the cold start)
-            info, done = _compile_only(_Worker("ours-cold", ours_argv, tmp, threads=args.threads, cache_dir=cache))
+            info, done = _compile_only(_Worker("ours-cold", _ours_argv(args.config, args.batch, args), tmp,
+                                               threads=args.threads, cache_dir=cache))
             cold = {"cold_compile_s": info["compile_s"], "cold_peak_rss_mb": done["peak_rss_mb"],
                     "cold_rss_end_mb": done["rss_end_mb"]}
-        # ours first, alone, so its compile does not share the cores with the other side's start-up
-        ours = _Worker("ours", ours_argv, tmp, threads=args.threads, cache_dir=cache)
-        peer = None
         try:
-            ours_info = ours.expect("READY")
+            for precision in args.precision:
+                start(f"ours-{precision}", _ours_argv(args.config, args.batch, args, precision=precision),
+                      cache_dir=cache)
             if versus:  # our step unrolled, or without rematerialisation, or without donation
                 other = {"unrolled": {"scan": "unroll"}, "no-remat": {"remat": False},
                          "no-donate": {"donate": "off"}}[args.versus]
-                peer = _Worker(args.versus, _ours_argv(args.config, args.batch, args, **other), tmp,
-                               threads=args.threads, cache_dir=cache)
+                start(args.versus, _ours_argv(args.config, args.batch, args, **other), cache_dir=cache)
             else:
-                spec = _peer_spec(args.config, args.batch, tmp / "batch.npy", args.threads)
-                peer = _Worker("peer", [args.peer_python, str(tmp / "peer_driver.py"), str(src), json.dumps(spec)],
-                               tmp, cwd=str(tmp), threads=args.threads)
-            peer_info = peer.expect("READY")
-            wins = {"ours": [], "peer": []}
+                for precision in args.peer_precision:
+                    spec = _peer_spec(args.config, args.batch, tmp / "batch.npy", args.threads, precision,
+                                      args.peer_device, tmp / f"peer-{precision}.rendezvous")
+                    start(f"peer-{precision}", [args.peer_python, str(tmp / "peer_driver.py"), str(src),
+                                                json.dumps(spec)], cwd=str(tmp))
+            wins: dict[str, list[list[float]]] = {name: [] for name in workers}
             for r in range(args.repeats):
-                order = (("ours", ours), ("peer", peer)) if r % 2 == 0 else (("peer", peer), ("ours", ours))
-                for name, w in order:
-                    w.send(f"window {args.steps}")
-                    wins[name].append(w.expect("WINDOW")["times"])
-            for w in (ours, peer):
+                for name in (list(workers) if r % 2 == 0 else list(workers)[::-1]):
+                    workers[name].send(f"window {args.steps}")
+                    wins[name].append(workers[name].expect("WINDOW")["times"])
+            for w in workers.values():
                 w.send("quit")
-            ours_done, peer_done = ours.expect("DONE"), peer.expect("DONE")
+            dones = {name: w.expect("DONE") for name, w in workers.items()}
         finally:
-            ours.close()
-            if peer is not None:
-                peer.close()
-    o, p = _summary(wins["ours"]), _summary(wins["peer"])
-    side = ({"side": f"nvae_jax, {args.versus}"} if versus else
-            {"src": str(src), "python": args.peer_python, "precision": "fp32",
-             "optimizer": "torch.optim.Adamax(eps=1e-3)"})
-    return {**o, **ours_info, **ours_done, **cold, "cache": args.cache, "versus": args.versus,
-            "peer": {**p, **peer_info, **peer_done, **side},
-            "ratio_time_peer_over_ours": p["step_s_median"] / o["step_s_median"],
-            "ratio_rss_ours_over_peer": ours_done["peak_rss_mb"] / peer_done["peak_rss_mb"],
-            "ratio_rss_end_ours_over_peer": ours_done["rss_end_mb"] / peer_done["rss_end_mb"],
+            for w in workers.values():
+                w.close()
+    sides = {name: {**_summary(wins[name]), **infos[name], **dones[name]} for name in workers}
+    if not versus:
+        for name in sides:
+            if name.startswith("peer-"):
+                sides[name].update(src=str(src), python=args.peer_python)
+    ours = [name for name in sides if name.startswith("ours-")]
+    return {"sides": sides, **cold, "cache": args.cache, "versus": args.versus,
+            "ratios": {f"{o} vs {other}": _pair_ratios(sides[o], sides[other])
+                       for o in ours for other in sides if other not in ours},
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
@@ -425,6 +483,15 @@ def main():
     ap.add_argument("--repeats", type=int, default=5, help="timed windows per side (interleaved with the peer)")
     ap.add_argument("--peer-src", default=None, help="local NVlabs/NVAE checkout (read-only), enables the race")
     ap.add_argument("--peer-python", default="/work/venv-torch/bin/python", help="interpreter with torch")
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                    help="our step in fp32 and/or with Config.bf16 (bf16 convs/BN/activations); several: one "
+                         "worker each, all in the race")
+    ap.add_argument("--peer-precision", nargs="+", default=["fp32"], choices=["fp32", "amp"],
+                    help="the official step in fp32 and/or AMP (train.py's autocast fp16 + GradScaler(2**10), "
+                         "GPU only); several: one worker each")
+    ap.add_argument("--peer-device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="where the official code runs: auto = cuda when torch sees a GPU; on cuda it runs as "
+                         "train.py does (fused sync-BN+Swish in a one-process group, --fast_adamax's Adamax)")
     ap.add_argument("--threads", type=int, default=0,
                     help="with --peer-src: pin both workers to this many CPUs (torch threads = this); 0 = defaults")
     ap.add_argument("--malloc", default="hugetlb", choices=["hugetlb", "default"],
@@ -466,6 +533,7 @@ def main():
     rec = {"bench": "nvae", "config": args.config, "batch": args.batch, "steps": args.steps,
            "repeats": args.repeats, "threads": args.threads or "default", "compiler_options": args.compiler_options,
            "scan_groups": args.scan_groups, "remat_groups": args.remat_groups, "donate": args.donate,
+           "precision": args.precision, "peer_precision": args.peer_precision,
            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
     if args.depth:
         rec.update(_depth(args))
@@ -474,7 +542,7 @@ def main():
     else:
         _use_compiler_options(args.compiler_options)
         _use_donation(args.donate)
-        ours = _Ours(args.config, args.batch, args.scan_groups, args.remat_groups)
+        ours = _Ours(args.config, args.batch, args.scan_groups, args.remat_groups, args.precision[0])
         windows = [ours.window(args.steps) for _ in range(args.repeats)]
         rec.update({**_summary(windows), **ours.info,
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -484,16 +552,18 @@ def main():
     if "depth" in rec:
         print(f"compile mnist / tiny_mnist: scanned {rec['ratio_compile_mnist_over_tiny_scanned']:.2f}x, "
               f"unrolled {rec['ratio_compile_mnist_over_tiny_unrolled']:.2f}x")
-    elif "peer" in rec:
-        other = rec["versus"]
-        print(f"{other}/ours step time: {rec['ratio_time_peer_over_ours']:.2f}x "
-              f"(ours {rec['step_s_median']:.3f} s, peer {rec['peer']['step_s_median']:.3f} s); "
-              f"ours/peer peak RSS: {rec['ratio_rss_ours_over_peer']:.2f} "
-              f"(ours {rec['peak_rss_mb']:.0f} MB, peer {rec['peer']['peak_rss_mb']:.0f} MB); "
-              f"RSS at the end: {rec['ratio_rss_end_ours_over_peer']:.2f} "
-              f"(ours {rec['rss_end_mb']:.0f} MB, peer {rec['peer']['rss_end_mb']:.0f} MB)"
-              + (f"; cold start: compile {rec['cold_compile_s']:.1f} s, peak RSS {rec['cold_peak_rss_mb']:.0f} MB"
-                 if "cold_peak_rss_mb" in rec else ""))
+    elif "ratios" in rec:
+        for name, side in rec["sides"].items():
+            device = f", device peak {side['peak_device_mb']:.0f} MiB" if "peak_device_mb" in side else ""
+            print(f"{name}: {side['step_s_median'] * 1e3:.1f} ms/step, peak RSS {side['peak_rss_mb']:.0f} MB, "
+                  f"end {side['rss_end_mb']:.0f} MB{device}")
+        for pair, r in rec["ratios"].items():
+            device = (f", device peak {r['peak_device_ours_over_other']:.2f}, end {r['device_end_ours_over_other']:.2f}"
+                      if "peak_device_ours_over_other" in r else "")
+            print(f"{pair}: time other/ours {r['time_other_over_ours']:.2f}x; ours/other peak RSS "
+                  f"{r['peak_rss_ours_over_other']:.2f}, end {r['rss_end_ours_over_other']:.2f}{device}")
+        if "cold_peak_rss_mb" in rec:
+            print(f"cold start: compile {rec['cold_compile_s']:.1f} s, peak RSS {rec['cold_peak_rss_mb']:.0f} MB")
     out = pathlib.Path(__file__).parent / "results" / "nvae.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:

@@ -4,7 +4,7 @@
         [--out tests/fixtures/nvae_parity] [--full-mnist /tmp/nvae_full_mnist.pt]
 
 Runs under an interpreter with torch (CPU is enough) and imports nothing of this repository but
-`scripts/nvae_official_cpu.py` (the run-time CPU patches; the official checkout stays outside the
+`scripts/nvae_official_patches.py` (the run-time CPU patches; the official checkout stays outside the
 repository, read-only). For each config (`CONFIGS`: Bernoulli MNIST with a flow and adaptive groups,
 DMoL colour, Normal colour) it builds the official `AutoEncoder` from the official `train.py` argument
 parser (its source is read and the parser block executed, so `args` has exactly train.py's fields and
@@ -186,11 +186,11 @@ def main(argv=None) -> None:
     if not (src / "model.py").is_file() or not (src / "train.py").is_file():
         sys.exit(f"make_nvae_parity_fixture: {src} is not an NVlabs/NVAE checkout (no model.py / train.py)")
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    import nvae_official_cpu
+    import nvae_official_patches
     import torch
 
     torch.set_num_threads(2)
-    modules = nvae_official_cpu.patch(str(src))
+    modules = nvae_official_patches.patch(str(src))
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, flags in {**CONFIGS, "checkpoint": CHECKPOINT}.items():

@@ -2,7 +2,7 @@
 
     PEER_PYTHON scripts/nvae_official_mnist_run.py SRC SPEC_JSON
 
-Runs under an interpreter with torch and imports nothing of this repository but `nvae_official_cpu`
+Runs under an interpreter with torch and imports nothing of this repository but `nvae_official_patches`
 (the run-time CPU patches; the official checkout SRC stays outside, read-only). SPEC_JSON names the
 official train.py flags, the step count, the schedule's epoch length, the data files (.npy written by
 the orchestrator: train intensities [N, 32, 32, 1] in [0, 1], the fixed binarised test subset) and the
@@ -25,12 +25,12 @@ import numpy as np
 def main() -> None:
     src, spec = sys.argv[1], json.loads(sys.argv[2])
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    import nvae_official_cpu
+    import nvae_official_patches
     import torch
     from make_nvae_parity_fixture import official_parser
 
     torch.set_num_threads(spec["threads"])
-    official_model, utils, _ = nvae_official_cpu.patch(src)
+    official_model, utils, _ = nvae_official_patches.patch(src)
     args = official_parser(pathlib.Path(src)).parse_args(spec["flags"])
     torch.manual_seed(args.seed)
     model = official_model.AutoEncoder(args, None, utils.get_arch_cells(args.arch_instance))

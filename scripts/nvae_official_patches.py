@@ -1,11 +1,17 @@
-"""Run-time CPU patches that let the official NVlabs/NVAE code run in one CPU process (torch, no CUDA, no apex).
+"""Run-time patches that let the official NVlabs/NVAE code run in one process, on CPU or on one GPU.
 
 Imported by interpreters that have torch (`benchmarks/bench_nvae.py`'s peer worker,
 `scripts/make_nvae_parity_fixture.py`); nothing in the kexue packages imports it. The official checkout
-stays outside this repository and is never edited: `patch(src)` puts it on `sys.path` and patches
-modules in memory.
+stays outside this repository and is never edited: `patch(src)` (CPU) and `patch_cuda(src, rendezvous)`
+(one GPU) put it on `sys.path` and patch modules in memory.
 
-- `tensorboardX` (imported by its utils.py) becomes a stub whose writer ignores every call;
+Both: `tensorboardX` (imported by its utils.py) becomes a stub whose writer ignores every call.
+
+`patch_cuda` changes nothing else: the official fused sync-BN+Swish layer runs as in `train.py`, in a
+one-process `torch.distributed` group (gloo), where it takes its own no-sync branch (`F.batch_norm` and
+its memory-saving Swish).
+
+`patch`, for CPU, also:
 - `torch.Tensor.cuda` and `nn.Module.cuda` (hard-coded `.cuda()` calls) return their argument;
 - the fused sync-BN+Swish layer (`thirdparty.inplaced_sync_batchnorm.SyncBatchNormSwish`, CUDA-only) becomes
   `nn.BatchNorm2d` followed by SiLU, the same maths in one process;
@@ -28,12 +34,31 @@ class NoWriter:
         return lambda *args, **kwargs: None
 
 
-def patch(src: str):
-    """Applies the patches for the checkout at `src`; returns its `(model, utils, distributions)` modules."""
+def _stub_tensorboardx(src: str) -> None:
+    """Puts the checkout at `src` first on `sys.path` and a do-nothing `tensorboardX` in `sys.modules`."""
     sys.path.insert(0, src)
     tbx = types.ModuleType("tensorboardX")
     tbx.SummaryWriter = NoWriter  # type: ignore[attr-defined]
     sys.modules.setdefault("tensorboardX", tbx)
+
+
+def patch_cuda(src: str, rendezvous: str):
+    """The checkout at `src` on one GPU, as one process of `train.py`'s distributed group (world size 1, gloo,
+    file rendezvous at `rendezvous`, a path that does not exist yet); returns `(model, utils, distributions)`."""
+    _stub_tensorboardx(src)
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=0, world_size=1)
+    import distributions
+    import model
+    import utils
+
+    return model, utils, distributions
+
+
+def patch(src: str):
+    """Applies the CPU patches for the checkout at `src`; returns its `(model, utils, distributions)` modules."""
+    _stub_tensorboardx(src)
 
     import torch
     import torch.nn as nn
