@@ -2,7 +2,7 @@
 
 python benchmarks/bench_nvae.py --config tiny_mnist|mnist --batch 8 --steps 10 [--repeats 5]
     [--peer-src /path/to/NVlabs/NVAE] [--peer-python /work/venv-torch/bin/python] [--malloc hugetlb|default]
-    [--cache cold|warm] [--compiler-options harness|none]
+    [--cache cold|warm] [--compiler-options harness|none] [--precision fp32 bf16] [--peer-precision fp32 amp]
 
 Prints one JSON line and appends it to benchmarks/results/nvae.jsonl. By default (`--malloc hugetlb`) the
 script first re-executes itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as the `kexue` command does
@@ -14,16 +14,24 @@ mean step times, `step_s_mean` the mean over all timed steps.
 With `--peer-src` (a checkout of NVlabs/NVAE outside this repository, used read-only), the official
 PyTorch `AutoEncoder` is built with the same architecture and trained with the same step as its
 train.py (forward, `utils.kl_balancer` with KL balancing, `spectral_norm_parallel` + `batchnorm_loss`,
-backward, Adamax with eps 1e-3), fp32 (no autocast / GradScaler: fp32 on both sides), on the same
-random binarised 32×32 batch. Each side runs in its own long-lived worker subprocess (ours under this
-interpreter, the peer under `--peer-python`); the parent alternates timed windows (ours, peer, ours,
-peer, ...) so only one side computes at a time and machine-load drifts hit both. Peak memory is each
-worker's own peak RSS (getrusage RUSAGE_SELF), and `rss_end_mb` its resident set at the end (our step is
-compiled ahead by `shared.trainer.compile_step`, which gives the compiler's freed memory back before the
-first step, as `shared.trainer.Trainer.fit` does). The ratios
-printed are peer step time / ours (> 1: we are faster) and our peak (and end) RSS / the peer's (< 1: we
-use less). `--cache warm` first compiles our step into a fresh persistent compilation cache in a
-separate worker (reported as `cold_*`), then races a worker that loads it, as a second `kexue` run does.
+backward, Adamax with eps 1e-3), on the same random binarised 32×32 batch, in fp32 or, with `--peer-precision
+amp` on a GPU, as train.py's AMP (autocast fp16, `GradScaler(2**10)`). Where torch sees a GPU
+(`--peer-device auto`) the official code runs there unpatched but for a `tensorboardX` stub, as one process
+of a one-process gloo group (its fused sync-BN+Swish then takes its own no-sync branch), with the
+`--fast_adamax` Adamax of its MNIST command; on CPU it runs with the CPU patches below. Our step runs in
+fp32 and/or with `Config.bf16` (`--precision fp32 bf16`). Each side runs in its own long-lived worker
+subprocess (ours under this interpreter, the peer under `--peer-python`); the parent runs one timed window
+of each side in turn, the order reversed every other round, so only one side computes at a time and
+machine-load drifts hit all. Peak memory is each worker's own peak RSS (getrusage RUSAGE_SELF), and
+`rss_end_mb` its resident set at the end (our step is compiled ahead by `shared.trainer.compile_step`, which
+gives the compiler's freed memory back before the first step, as `shared.trainer.Trainer.fit` does); on a
+GPU also the peak device memory: for ours the allocator's `peak_bytes_in_use` (every worker allocates as it
+goes, `XLA_PYTHON_CLIENT_PREALLOCATE=false`, since several share the device) and the compiled step's
+footprint, for the peer `torch.cuda.max_memory_allocated` (and `max_memory_reserved`). For every pair of
+one of our sides and another side the ratios printed are its step time / ours (> 1: we are faster) and
+our peak (and end) RSS and device memory / its (< 1: we use less). `--cache warm` first compiles our step
+into a fresh persistent compilation cache in a separate worker (reported as `cold_*`), then races a worker
+that loads it, as a second `kexue` run does.
 `--compiler-options none` compiles our step with XLA's defaults instead of
 `shared.workarounds.cpu_compiler_options()` (the A/B of that choice).
 `--scan-groups scan|unroll` sets `Config.scan_groups` of our step (default auto, as the default config: scan on
@@ -388,7 +396,7 @@ def _race(args) -> dict:
     (`--peer-src`) at each `--peer-precision` or, with `--versus`, our same step changed in one setting. Every
     round runs one window of each side in turn, the order reversed every other round."""
     versus = args.versus != "peer"
-    src = pathlib.Path(args.peer_src or ".")
+    src = pathlib.Path(args.peer_src or ".").resolve()  # the peer worker runs in a temporary directory
     if not versus:
         missing = [f for f in ("model.py", "utils.py", "neural_operations.py", "distributions.py",
                                "thirdparty/__init__.py") if not (src / f).is_file()]
