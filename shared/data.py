@@ -8,10 +8,13 @@ permutation per epoch), repeated, sharded per process and batched. It is random 
 an uninterrupted one would have seen (`shared.trainer` reads `dataset[start:]`).
 
 Multi-host: each process builds the same pipeline with `process_index=jax.process_index()` and
-`process_count=jax.process_count()` and so reads only its share (every `process_count`-th example
-of the global shuffled order); `shared.train.shard_batch` assembles the global batch. Per-example
-transforms run on the global example index, before the per-process split, so a random transform
-draws the same numbers for an example whatever the number of processes.
+`process_count=jax.process_count()` and so reads only its share: process p reads the p-th contiguous
+block of every global batch of the shuffled order, and `shared.train.shard_batch` assembles the blocks in
+process order. The global batch therefore holds the same examples in the same rows whatever the number of
+processes, so randomness the step draws per row (augmentation, dropout, a VAE's noise) meets the same
+examples on a pod as on one host. Per-example host transforms run on the global example index, before the
+per-process split, so a random transform draws the same numbers for an example whatever the number of
+processes.
 
 Host-side batching for evaluation and inference: `pad_batch` pads a batch to a fixed size with a
 `weight` field, `map_fixed_batches` runs a jitted function over fixed-size chunks (one compilation).
@@ -112,8 +115,30 @@ def make_dataset(source: Sequence, *, batch_size: int, seed: int, shuffle: bool 
     if random_transform is not None:
         ds = ds.random_map(random_transform, seed=seed)
     if process_count > 1:
-        ds = ds[process_index::process_count]
+        ds = ProcessBlock(ds, batch_size, process_index, process_count)
     return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
+class ProcessBlock(grain.MapDataset):
+    """Process `index`'s share of every global batch of `parent`: its `index`-th contiguous block of `block`
+    examples. Item j is the parent's item (j // block) · block · count + index · block + j mod block."""
+
+    def __init__(self, parent: grain.MapDataset, block: int, index: int, count: int):
+        super().__init__(parent)
+        self._block, self._index, self._count = block, index, count
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self._parent), self._block * self._count)
+        return full * self._block + min(self._block, max(0, rest - self._index * self._block))
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return self.slice(j)
+        batch, row = divmod(j, self._block)
+        return self._parent[(batch * self._count + self._index) * self._block + row]
+
+    def __str__(self) -> str:
+        return f"ProcessBlock(block={self._block}, index={self._index}, count={self._count})"
 
 
 def batches_of(arrays: Mapping[str, np.ndarray], batch_size: int, drop_remainder: bool = False) -> Iterator[Example]:

@@ -232,7 +232,8 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
     """Assembles this process's slice of a global batch into global arrays sharded on the batch axis.
 
     With one process the local batch is the global batch; on a pod every process passes its own
-    share (see `shared.data.make_dataset(process_index=...)`).
+    share, the process-th contiguous block of the global batch (`shared.data.make_dataset(process_index=...)`),
+    and the blocks land in process order, so the global array equals the one-process batch row for row.
     """
     sharding = batch_sharding(mesh)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
