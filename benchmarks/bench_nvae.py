@@ -268,6 +268,11 @@ def _serve_ours(args) -> None:
             break
 
 
+def _progress(line: str) -> None:
+    """A progress line on stderr, so a run cut short by a time limit still shows how far it got."""
+    print(f"bench_nvae: {line}", file=sys.stderr, flush=True)
+
+
 def _current_rss_mb() -> float:
     """This process's resident set size now (VmRSS), MB."""
     with open("/proc/self/status") as f:
@@ -409,8 +414,10 @@ def _race(args) -> dict:
     infos: dict[str, dict] = {}
 
     def start(name: str, argv: list[str], **kw) -> None:  # one at a time: no start-up shares the cores
+        t = time.perf_counter()
         workers[name] = _Worker(name, argv, tmp, threads=args.threads, **kw)
         infos[name] = workers[name].expect("READY")
+        _progress(f"{name} ready after {time.perf_counter() - t:.1f} s")
 
     with tempfile.TemporaryDirectory(prefix="bench_nvae_") as d:
         tmp = pathlib.Path(d)
@@ -441,6 +448,8 @@ def _race(args) -> dict:
                 for name in (list(workers) if r % 2 == 0 else list(workers)[::-1]):
                     workers[name].send(f"window {args.steps}")
                     wins[name].append(workers[name].expect("WINDOW")["times"])
+                _progress(f"round {r + 1}/{args.repeats}: " + ", ".join(
+                    f"{name} {statistics.mean(w[-1]) * 1e3:.1f} ms" for name, w in wins.items()))
             for w in workers.values():
                 w.send("quit")
             dones = {name: w.expect("DONE") for name, w in workers.items()}
