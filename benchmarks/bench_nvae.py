@@ -3,6 +3,7 @@
 python benchmarks/bench_nvae.py --config tiny_mnist|mnist --batch 8 --steps 10 [--repeats 5]
     [--peer-src /path/to/NVlabs/NVAE] [--peer-python /work/venv-torch/bin/python] [--malloc hugetlb|default]
     [--cache cold|warm] [--compiler-options harness|none] [--precision fp32 bf16] [--peer-precision fp32 amp]
+    [--start sequential|parallel]
 
 Prints one JSON line and appends it to benchmarks/results/nvae.jsonl. By default (`--malloc hugetlb`) the
 script first re-executes itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as the `kexue` command does
@@ -413,11 +414,17 @@ def _race(args) -> dict:
     workers: dict[str, _Worker] = {}
     infos: dict[str, dict] = {}
 
-    def start(name: str, argv: list[str], **kw) -> None:  # one at a time: no start-up shares the cores
-        t = time.perf_counter()
+    started: dict[str, float] = {}
+
+    def start(name: str, argv: list[str], **kw) -> None:
+        started[name] = time.perf_counter()
         workers[name] = _Worker(name, argv, tmp, threads=args.threads, **kw)
+        if args.start == "sequential":  # one at a time: no start-up shares the cores
+            ready(name)
+
+    def ready(name: str) -> None:
         infos[name] = workers[name].expect("READY")
-        _progress(f"{name} ready after {time.perf_counter() - t:.1f} s")
+        _progress(f"{name} ready, {time.perf_counter() - started[name]:.1f} s after its start (at the latest)")
 
     with tempfile.TemporaryDirectory(prefix="bench_nvae_") as d:
         tmp = pathlib.Path(d)
@@ -443,6 +450,9 @@ def _race(args) -> dict:
                                       args.peer_device, tmp / f"peer-{precision}.rendezvous")
                     start(f"peer-{precision}", [args.peer_python, str(tmp / "peer_driver.py"), str(src),
                                                 json.dumps(spec)], cwd=str(tmp))
+            for name in workers:
+                if name not in infos:  # --start parallel
+                    ready(name)
             wins: dict[str, list[list[float]]] = {name: [] for name in workers}
             for r in range(args.repeats):
                 for name in (list(workers) if r % 2 == 0 else list(workers)[::-1]):
@@ -506,6 +516,10 @@ def main():
     ap.add_argument("--peer-precision", nargs="+", default=["fp32"], choices=["fp32", "amp"],
                     help="the official step in fp32 and/or AMP (train.py's autocast fp16 + GradScaler(2**10), "
                          "GPU only); several: one worker each")
+    ap.add_argument("--start", default="sequential", choices=["sequential", "parallel"],
+                    help="race workers start one at a time (sequential: compile and build times uncontended) or "
+                         "all at once (parallel: on a GPU host, our compiles overlap; the timed windows are "
+                         "interleaved either way)")
     ap.add_argument("--peer-device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="where the official code runs: auto = cuda when torch sees a GPU; on cuda it runs as "
                          "train.py does (fused sync-BN+Swish in a one-process group, --fast_adamax's Adamax)")
