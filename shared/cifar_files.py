@@ -173,7 +173,7 @@ def read_release(folder: str | Path, dataset: str, split: str) -> tuple[np.ndarr
 def load_split(dataset: str, split: str, data_dir: str = "") -> tuple[np.ndarray, np.ndarray]:
     """All of `split` ("train" / "test") in memory from either format (see the module docstring).
 
-    Returns images uint8 [N, 32, 32, 3] and labels int32 [N] (CIFAR-10 is 180 MB as uint8).
+    Returns images uint8 [N, 32, 32, 3] and labels int32 [N] (uint8 keeps a whole CIFAR split in host memory).
     """
     kind, folder = detect_format(dataset, data_dir)
     if kind == "pickle" and folder is not None:

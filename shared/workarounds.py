@@ -334,13 +334,14 @@ def cpu_compiler_options() -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------------- host memory
 # XLA:CPU allocates one temporary buffer for each execution of a compiled program (all the
-# intermediates of a train step: hundreds of MB for NVAE's `tiny_mnist` step) and frees it at the end.
-# glibc serves allocations above its mmap threshold (at most 32 MB) with a fresh `mmap`, so each step
-# touches every page of that buffer again, one minor page fault per 4 KiB page. glibc ≥ 2.35's tunable
-# `glibc.malloc.hugetlb=1` advises transparent huge pages for those mappings (2 MiB pages, 512 times
-# fewer faults). Tunables are read at process start, so the `kexue` command re-executes itself once
-# with it set (`maybe_reexec`); `KEXUE_HUGEPAGE_MALLOC=0` opts out; notebook users can start Jupyter
-# with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` for the same effect.
+# intermediates of a train step; NVAE's sizes are in benchmarks/RESULTS.md) and frees it at the end.
+# glibc serves allocations above its mmap threshold with a fresh `mmap`, so each step touches every page
+# of that buffer again, one minor page fault per small page. glibc ≥ 2.35's tunable
+# `glibc.malloc.hugetlb=1` advises transparent huge pages for those mappings, so a step takes far fewer
+# faults (measured in benchmarks/RESULTS.md, nvae_jax, item 4). Tunables are read at process start, so
+# the `kexue` command re-executes itself once with it set (`maybe_reexec`); `KEXUE_HUGEPAGE_MALLOC=0`
+# opts out; notebook users can start Jupyter with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` for the same
+# effect.
 TUNABLE = "glibc.malloc.hugetlb=1"
 OPT_OUT = "KEXUE_HUGEPAGE_MALLOC"  # "0" disables the re-exec
 _THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
