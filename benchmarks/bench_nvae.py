@@ -143,6 +143,7 @@ for _ in range(spec["warm_steps"]):
     loss = train_step()
 say("READY", {"build_s": build_s, "warmup_s": time.perf_counter() - t0, "loss": loss,
               "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
+              "precision": spec["precision"], "optimizer": adamax.__module__ + "." + adamax.__name__,
               "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
               "params_m": sum(p.numel() for p in model.parameters()) / 1e6})
 for line in sys.stdin:
@@ -286,6 +287,7 @@ class _Worker:
     def __init__(self, name: str, argv: list[str], tmp: pathlib.Path, cwd: str | None = None, threads: int = 0,
                  cache_dir: pathlib.Path | None = None):
         self.name = name
+        self.started = time.perf_counter()
         self.err_path = tmp / f"{name}.stderr"
         self.err = self.err_path.open("w")
         env, pin = dict(os.environ), None
@@ -414,17 +416,14 @@ def _race(args) -> dict:
     workers: dict[str, _Worker] = {}
     infos: dict[str, dict] = {}
 
-    started: dict[str, float] = {}
-
     def start(name: str, argv: list[str], **kw) -> None:
-        started[name] = time.perf_counter()
         workers[name] = _Worker(name, argv, tmp, threads=args.threads, **kw)
         if args.start == "sequential":  # one at a time: no start-up shares the cores
             ready(name)
 
     def ready(name: str) -> None:
         infos[name] = workers[name].expect("READY")
-        _progress(f"{name} ready, {time.perf_counter() - started[name]:.1f} s after its start (at the latest)")
+        _progress(f"{name} ready, {time.perf_counter() - workers[name].started:.1f} s after its start (at the latest)")
 
     with tempfile.TemporaryDirectory(prefix="bench_nvae_") as d:
         tmp = pathlib.Path(d)

@@ -131,7 +131,7 @@ class ProcessBlock(grain.MapDataset):
         full, rest = divmod(len(self._parent), self._block * self._count)
         return full * self._block + min(self._block, max(0, rest - self._index * self._block))
 
-    def __getitem__(self, j):
+    def __getitem__(self, j: int | slice) -> Any:
         if isinstance(j, slice):
             return self.slice(j)
         batch, row = divmod(j, self._block)
